@@ -1,0 +1,142 @@
+"""The ``segments`` command: operate a deployment.
+
+    segments dev                      start everything locally (the development runner)
+    segments migrate                  apply database migrations
+    segments create-env NAME          create an environment and print its keys (once)
+    segments run SERVICE              run one of ingest, query, admin, worker
+    segments check SERVICE            exit 0 when that service is healthy (for health checks)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import urllib.request
+
+import msgspec
+
+from shared.db import create_pool
+from shared.environments import ensure_environment
+from shared.migrate import migrate
+from shared.settings import Settings, env_var, load_settings
+
+SERVICES = ("ingest", "query", "admin", "worker")
+
+
+def _require_urls(settings: Settings) -> tuple[str, str]:
+    missing = [env_var(f) for f in ("database_url", "redis_url") if getattr(settings, f) is None]
+    if missing:
+        sys.exit(f"set {' and '.join(missing)} (or use `segments dev`, which starts embedded ones)")
+    assert settings.database_url is not None and settings.redis_url is not None
+    return settings.database_url, settings.redis_url
+
+
+async def _migrate(dsn: str) -> list[str]:
+    pool = await create_pool(dsn, size=1)
+    try:
+        async with pool.acquire() as conn:
+            return await migrate(conn)
+    finally:
+        await pool.close()
+
+
+async def _create_env(dsn: str, name: str, write_key: str | None, secret_key: str | None) -> bytes:
+    pool = await create_pool(dsn, size=1)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+            keys = await ensure_environment(
+                conn, name, write_key=write_key, secret_key=secret_key
+            )
+    finally:
+        await pool.close()
+    return msgspec.json.encode(keys)
+
+
+def run_service(service: str, settings: Settings) -> None:
+    """Run one service in the foreground until it is stopped."""
+    _require_urls(settings)
+    if service == "worker":
+        from services.worker.main import run_worker
+
+        run_worker(settings)
+        return
+    import uvicorn
+
+    from services.admin.app import create_app as admin_app
+    from services.ingest.app import create_app as ingest_app
+    from services.query.app import create_app as query_app
+
+    factories = {"ingest": ingest_app, "query": query_app, "admin": admin_app}
+    ports = {
+        "ingest": settings.ingest_port,
+        "query": settings.query_port,
+        "admin": settings.admin_port,
+    }
+    uvicorn.run(
+        factories[service](settings),
+        host=settings.host,
+        port=ports[service],
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+def check_service(service: str, settings: Settings) -> bool:
+    """Health check: HTTP services answer /health; the worker's arq health key is fresh."""
+    if service == "worker":
+        from services.worker.main import worker_healthy
+
+        return asyncio.run(worker_healthy(settings))
+    port = {
+        "ingest": settings.ingest_port,
+        "query": settings.query_port,
+        "admin": settings.admin_port,
+    }[service]
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=3) as resp:  # noqa: S310
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="segments", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("dev", help="start everything locally (embedded PostgreSQL/Redis if no URLs)")
+    sub.add_parser("migrate", help="apply database migrations")
+    create = sub.add_parser("create-env", help="create an environment; prints its keys once")
+    create.add_argument("name")
+    create.add_argument("--write-key")
+    create.add_argument("--secret-key")
+    run = sub.add_parser("run", help="run one service")
+    run.add_argument("service", choices=SERVICES)
+    check = sub.add_parser("check", help="exit 0 when a service is healthy")
+    check.add_argument("service", choices=SERVICES)
+    args = parser.parse_args(argv)
+
+    settings = load_settings()
+    if args.command == "dev":
+        from services.devrun import run_dev
+
+        sys.exit(run_dev(settings))
+    if args.command == "migrate":
+        dsn, _ = _require_urls(settings)
+        applied = asyncio.run(_migrate(dsn))
+        print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    elif args.command == "create-env":
+        dsn, _ = _require_urls(settings)
+        print(asyncio.run(_create_env(dsn, args.name, args.write_key, args.secret_key)).decode())
+    elif args.command == "run":
+        run_service(args.service, settings)
+    elif args.command == "check":
+        sys.exit(0 if check_service(args.service, settings) else 1)
+
+
+if __name__ == "__main__":
+    main()

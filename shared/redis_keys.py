@@ -1,0 +1,28 @@
+"""Every Redis key the services use, in one place.
+
+Per-user keys are hash-tagged by environment and user (``{env:user}``) so that they stay on
+one slot under Redis Cluster.
+"""
+
+from __future__ import annotations
+
+#: arq queue the worker listens on (prefixed per deployment, see :func:`queue_name`).
+QUEUE_SUFFIX = "arq:queue"
+#: A member present in every complete membership set: a set without it is a cache miss.
+COMPLETE = "_"
+#: Seconds a membership set refilled by the query service lives (the worker's writes don't expire).
+REFILL_TTL = 24 * 3600
+
+
+def queue_name(prefix: str) -> str:
+    return f"{prefix}:{QUEUE_SUFFIX}"
+
+
+def membership_key(prefix: str, env_id: int, user_id: str) -> str:
+    """The set of segment ids user ``user_id`` of environment ``env_id`` belongs to."""
+    return f"{prefix}:m:{{{env_id}:{user_id}}}"
+
+
+def drain_job_id(prefix: str) -> str:
+    """arq job id of the inbox drain: one id, so a burst of requests makes one job."""
+    return f"{prefix}:drain"

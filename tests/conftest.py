@@ -1,0 +1,195 @@
+"""Test fixtures: a fresh PostgreSQL database and a private Redis key prefix per test session,
+on the machine's local servers when reachable (embedded ones otherwise), and the real services
+started as processes for end-to-end tests.
+
+Isolation between tests is by environment: every test that writes data makes its own
+environment (``env`` fixture), exactly as tenants are isolated in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+
+from services.embedded import free_port, reachable, start_postgres, start_redis
+from shared.db import create_pool
+from shared.environments import EnvironmentKeys, ensure_environment
+from shared.migrate import migrate
+from shared.settings import Settings, to_environ
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_DATA = ROOT / ".data" / "test"
+
+
+def _server_dsns() -> tuple[str, str]:
+    """(admin DSN, DSN template with {db}) of the PostgreSQL the tests use."""
+    if reachable("127.0.0.1", 5432):
+        return (
+            "postgresql://postgres@127.0.0.1:5432/postgres",
+            "postgresql://postgres@127.0.0.1:5432/{db}",
+        )
+    base = start_postgres(TEST_DATA)  # postgresql://postgres:@/postgres?host=...
+    return base, base.replace("/postgres?", "/{db}?")
+
+
+@pytest.fixture(scope="session")
+def settings() -> Iterator[Settings]:
+    """Settings pointing at this session's own database and Redis prefix."""
+    admin_dsn, template = _server_dsns()
+    db_name = f"segments_test_{os.getpid()}_{secrets.token_hex(3)}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{db_name}"')
+        finally:
+            await conn.close()
+        pool = await create_pool(template.format(db=db_name), size=1)
+        async with pool.acquire() as c:
+            await migrate(c)
+        await pool.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    redis_url = (
+        "redis://127.0.0.1:6379/0" if reachable("127.0.0.1", 6379) else start_redis(TEST_DATA)
+    )
+    yield Settings(
+        database_url=template.format(db=db_name),
+        redis_url=redis_url,
+        redis_prefix=f"segtest{os.getpid()}",
+        data_dir=str(TEST_DATA),
+        sweep_seconds=1,
+        cache_seconds=0.2,
+    )
+    asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    assert settings.database_url is not None
+    pool = await create_pool(settings.database_url, size=5)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    assert settings.redis_url is not None
+    client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    yield client
+    keys = [k async for k in client.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture
+async def env(db: asyncpg.Pool) -> EnvironmentKeys:
+    """A new environment (with its own keys and All-users segment) for one test."""
+    async with db.acquire() as conn:
+        return await ensure_environment(conn, f"test-{secrets.token_hex(6)}")
+
+
+class ServiceStack:
+    """The four real services as child processes on free ports, for end-to-end tests."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = msgspec.structs.replace(
+            settings,
+            ingest_port=free_port(),
+            query_port=free_port(),
+            admin_port=free_port(),
+        )
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs = TEST_DATA / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def url(self, service: str) -> str:
+        port = getattr(self.settings, f"{service}_port")
+        return f"http://127.0.0.1:{port}"
+
+    def start(self, service: str) -> None:
+        env = {**os.environ, **to_environ(self.settings)}
+        log = open(self.logs / f"{service}.log", "ab")  # noqa: SIM115 - lives with the process
+        self.procs[service] = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "run", service],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.wait_healthy(service)
+
+    def wait_healthy(self, service: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.procs[service]
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{service} exited with {proc.returncode}; see {self.logs / service}.log"
+                )
+            if service == "worker":
+                if self._worker_ready():
+                    return
+            else:
+                try:
+                    if httpx.get(self.url(service) + "/health", timeout=1).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{service} not healthy after {timeout}s")
+
+    def _worker_ready(self) -> bool:
+        from services.cli import check_service
+
+        return check_service("worker", self.settings)
+
+    def kill(self, service: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(service)
+        proc.send_signal(sig)
+        proc.wait(timeout=15)
+
+    def stop_all(self) -> None:
+        for service in list(self.procs):
+            proc = self.procs[service]
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.clear()
+
+
+@pytest.fixture(scope="session")
+def stack(settings: Settings) -> Iterator[ServiceStack]:
+    """ingest, query, admin and worker running against this session's database and Redis."""
+    services = ServiceStack(settings)
+    try:
+        for name in ("ingest", "query", "admin", "worker"):
+            services.start(name)
+        yield services
+    finally:
+        services.stop_all()
