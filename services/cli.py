@@ -1,10 +1,10 @@
 """The ``segments`` command: operate a deployment.
 
-    segments dev                      start everything locally (the development runner)
-    segments migrate                  apply database migrations
-    segments create-env NAME          create an environment and print its keys (once)
-    segments run SERVICE              run one of ingest, query, admin, worker
-    segments check SERVICE            exit 0 when that service is healthy (for health checks)
+segments dev                      start everything locally (the development runner)
+segments migrate                  apply database migrations
+segments create-env NAME          create an environment and print its keys (once)
+segments run SERVICE              run one of ingest, query, admin, worker
+segments check SERVICE            exit 0 when that service is healthy (for health checks)
 """
 
 from __future__ import annotations
@@ -46,9 +46,7 @@ async def _create_env(dsn: str, name: str, write_key: str | None, secret_key: st
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
-            keys = await ensure_environment(
-                conn, name, write_key=write_key, secret_key=secret_key
-            )
+            keys = await ensure_environment(conn, name, write_key=write_key, secret_key=secret_key)
     finally:
         await pool.close()
     return msgspec.json.encode(keys)
@@ -91,7 +89,7 @@ def check_service(service: str, settings: Settings) -> bool:
     if service == "worker":
         from services.worker.main import worker_healthy
 
-        return asyncio.run(worker_healthy(settings))
+        return bool(asyncio.run(worker_healthy(settings)))
     port = {
         "ingest": settings.ingest_port,
         "query": settings.query_port,
@@ -99,7 +97,7 @@ def check_service(service: str, settings: Settings) -> bool:
     }[service]
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=3) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=3) as resp:
             return bool(resp.status == 200)
     except OSError:
         return False

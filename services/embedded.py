@@ -35,7 +35,9 @@ def start_postgres(data_dir: Path) -> str:
     import pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str((data_dir / "postgres").resolve()), cleanup_mode=None)
+    server = pgserver.get_server(  # type: ignore[attr-defined]
+        str((data_dir / "postgres").resolve()), cleanup_mode=None
+    )
     dsn: str = server.get_uri()
     return dsn
 
@@ -57,14 +59,22 @@ def start_redis(data_dir: Path) -> str:
     subprocess.run(
         [
             str(binary),
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--daemonize", "yes",
-            "--dir", str(folder),
-            "--logfile", str(folder / "redis.log"),
-            "--pidfile", str(folder / "redis.pid"),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "yes",
+            "--dir",
+            str(folder),
+            "--logfile",
+            str(folder / "redis.log"),
+            "--pidfile",
+            str(folder / "redis.pid"),
         ],
         check=True,
         env={**os.environ},

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
 _json_encoder = msgspec.json.Encoder()
 _json_decoder = msgspec.json.Decoder()
@@ -29,3 +30,7 @@ async def create_pool(dsn: str, *, size: int = 10) -> asyncpg.Pool:
     )
     assert pool is not None
     return pool
+
+
+#: A connection, whether taken from a pool or opened alone (what query helpers accept).
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"

@@ -9,6 +9,8 @@ import secrets
 import asyncpg
 import msgspec
 
+from shared.db import Conn
+
 ALL_USERS_KEY = "all-users"
 
 
@@ -45,7 +47,7 @@ def new_secret_key() -> str:
 
 
 async def ensure_environment(
-    conn: asyncpg.Connection,
+    conn: Conn,
     name: str,
     *,
     write_key: str | None = None,
@@ -75,7 +77,7 @@ async def ensure_environment(
     return EnvironmentKeys(id=env_id, name=name, writeKey=write_key, secretKey=secret_key)
 
 
-async def authenticate(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> Environment | None:
+async def authenticate(conn: Conn | asyncpg.Pool, key: str) -> Environment | None:
     """The environment a key belongs to, or None. Secret keys are compared by hash in
     constant time; write keys are public and looked up directly."""
     if key.startswith("sk_"):

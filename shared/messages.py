@@ -218,9 +218,7 @@ def _segment_ops(ops: list[str]) -> list[str]:
     return ops
 
 
-def normalise(
-    wire: WireMessage, received_at: datetime, type_: str | None = None
-) -> InboxMessage:
+def normalise(wire: WireMessage, received_at: datetime, type_: str | None = None) -> InboxMessage:
     """Validate a wire message and turn it into what the inbox stores.
 
     ``type_`` is the type implied by the endpoint (``/v1/identify``); in a batch it comes from

@@ -130,7 +130,7 @@ class ServiceStack:
 
     def start(self, service: str) -> None:
         env = {**os.environ, **to_environ(self.settings)}
-        log = open(self.logs / f"{service}.log", "ab")  # noqa: SIM115 - lives with the process
+        log = open(self.logs / f"{service}.log", "ab")
         self.procs[service] = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "run", service],
             env=env,

@@ -22,6 +22,9 @@ CREATE TABLE users (
     attr_ts       jsonb NOT NULL DEFAULT '{}',
     first_seen_at timestamptz NOT NULL,
     last_seen_at  timestamptz NOT NULL,
+    -- bumped (under the row lock) by every transaction that may change this user's memberships;
+    -- the Redis copy carries it so that an older write never replaces a newer one
+    membership_version bigint NOT NULL DEFAULT 0,
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (env_id, id)

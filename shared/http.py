@@ -1,0 +1,116 @@
+"""What the three HTTP services share: the error shape, key extraction and the environment cache.
+
+Every error answer is ``{"error": "<message naming the field>", "field": "<field or null>"}``
+with a 4xx status for the caller's mistakes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from shared.environments import Environment, authenticate
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=False):
+    error: str
+    field: str | None = None
+
+
+class ApiError(Exception):
+    """Raise from a handler to answer ``status`` with :class:`ErrorBody`."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def error_response(status: int, message: str, field: str | None = None) -> Response[bytes]:
+    return Response(
+        content=_encoder.encode(ErrorBody(message, field)),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def _api_error_handler(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
+    return error_response(exc.status, exc.message, exc.field)
+
+
+def _http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    message = exc.detail if isinstance(exc.detail, str) else str(exc)
+    return error_response(exc.status_code, message)
+
+
+#: Pass as ``Litestar(exception_handlers=EXCEPTION_HANDLERS)``.
+EXCEPTION_HANDLERS: Mapping[Any, Any] = {
+    ApiError: _api_error_handler,
+    HTTPException: _http_exception_handler,
+}
+
+
+def key_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The API key of ``Authorization: Bearer <key>`` or ``Basic base64(<key>:)``, else None."""
+    value = headers.get("authorization")
+    if not value:
+        return None
+    scheme, _, rest = value.partition(" ")
+    scheme = scheme.lower()
+    rest = rest.strip()
+    if scheme == "bearer":
+        return rest or None
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(rest, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        user, _, _password = decoded.partition(":")
+        return user or None
+    return None
+
+
+class EnvironmentCache:
+    """key -> :class:`Environment`, read from PostgreSQL and kept for ``ttl`` seconds, so that
+    authentication costs a dictionary look-up on the hot paths."""
+
+    def __init__(self, pool: asyncpg.Pool, ttl: float) -> None:
+        self.pool = pool
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, Environment | None]] = {}
+
+    async def get(self, key: str) -> Environment | None:
+        now = time.monotonic()
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        env = await authenticate(self.pool, key)
+        if len(self._entries) > 10_000:  # bounded: unknown keys must not grow it for ever
+            self._entries.clear()
+        self._entries[key] = (now + self.ttl, env)
+        return env
+
+    async def require(self, key: str | None, *, secret: bool = False) -> Environment:
+        """The environment of ``key`` or an :class:`ApiError` (401 unknown, 403 wrong kind)."""
+        if not key:
+            raise ApiError(
+                401, "missing API key: send Authorization: Bearer <key>", "authorization"
+            )
+        env = await self.get(key)
+        if env is None:
+            raise ApiError(401, "unknown API key", "authorization")
+        if secret and not env.secret:
+            raise ApiError(403, "this endpoint needs the secret key", "authorization")
+        return env

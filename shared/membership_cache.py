@@ -1,0 +1,145 @@
+"""The Redis copy of per-user memberships, and the PostgreSQL reads that refill it.
+
+Each user's memberships live in one Redis set (:func:`shared.redis_keys.membership_key`) of
+segment ids plus one marker member ``_<version>``: the user's ``membership_version`` in
+PostgreSQL when the set was written. A set without a marker is incomplete and counts as a miss.
+
+Every write goes through one Lua script that replaces the set only when its version is newer
+than the one stored, so writers racing each other (the worker after a batch, a bulk recompute,
+the query service refilling after a miss) can land in any order and the newest state wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from shared.db import Conn
+from shared.redis_keys import membership_key
+
+#: Seconds a membership set lives in Redis; a miss is refilled from PostgreSQL.
+SET_TTL = 7 * 24 * 3600
+#: Seconds the "unknown user" answer is cached.
+UNKNOWN_TTL = 30
+MARKER = "_"
+
+_REPLACE_IF_NEWER = """
+local members = redis.call('SMEMBERS', KEYS[1])
+for _, m in ipairs(members) do
+  if string.sub(m, 1, 1) == '_' then
+    local v = tonumber(string.sub(m, 2))
+    if v ~= nil and v >= tonumber(ARGV[1]) then return 0 end
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('SADD', KEYS[1], '_' .. ARGV[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+def parse_members(members: Iterable[str]) -> tuple[int | None, set[int]]:
+    """(version, segment ids) of a Redis set's members; version None means incomplete."""
+    version: int | None = None
+    segments: set[int] = set()
+    for member in members:
+        if member.startswith(MARKER):
+            try:
+                version = int(member[1:])
+            except ValueError:
+                continue
+        else:
+            segments.add(int(member))
+    return version, segments
+
+
+class MembershipCache:
+    """Reads and writes the per-user membership sets of one deployment (Redis key prefix)."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._replace = redis.register_script(_REPLACE_IF_NEWER)
+
+    def key(self, env_id: int, user_id: str) -> str:
+        return membership_key(self.prefix, env_id, user_id)
+
+    async def get(self, env_id: int, user_id: str) -> set[int] | None:
+        """The user's segment ids, or None when Redis has no complete answer."""
+        members = await self.redis.smembers(self.key(env_id, user_id))  # type: ignore[misc]
+        version, segments = parse_members(
+            m.decode() if isinstance(m, bytes) else m for m in members
+        )
+        return None if version is None else segments
+
+    async def write(self, env_id: int, user_id: str, version: int, segments: Iterable[int]) -> None:
+        """Store one user's complete set unless Redis already holds a newer one."""
+        ttl = SET_TTL if version > 0 else UNKNOWN_TTL
+        await self._replace(
+            keys=[self.key(env_id, user_id)], args=[version, ttl, *map(str, segments)]
+        )
+
+    async def write_many(
+        self, env_id: int, sets: Mapping[str, tuple[int, Iterable[int]]], chunk: int = 1000
+    ) -> None:
+        """Store many users' complete sets ({user_id: (version, segment ids)}), pipelined."""
+        items = list(sets.items())
+        for start in range(0, len(items), chunk):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for user_id, (version, segments) in items[start : start + chunk]:
+                    await self._replace(
+                        keys=[self.key(env_id, user_id)],
+                        args=[version, SET_TTL, *map(str, segments)],
+                        client=pipe,
+                    )
+                await pipe.execute()
+
+    async def forget(self, env_id: int, user_ids: Iterable[str]) -> None:
+        keys = [self.key(env_id, u) for u in user_ids]
+        if keys:
+            await self.redis.delete(*keys)
+
+
+_LOAD_ONE = """
+WITH target AS (
+    SELECT id, membership_version FROM users WHERE env_id = $1 AND user_id = $2
+    UNION ALL
+    SELECT u.id, u.membership_version
+    FROM identities i JOIN users u ON u.env_id = i.env_id AND u.id = i.user_pk
+    WHERE i.env_id = $1 AND i.anonymous_id = $2
+    LIMIT 1
+)
+SELECT t.membership_version AS version,
+       coalesce(array_agg(m.segment_id) FILTER (WHERE m.segment_id IS NOT NULL), '{}') AS segments
+FROM target t LEFT JOIN memberships m ON m.env_id = $1 AND m.user_pk = t.id
+GROUP BY t.membership_version
+"""
+
+_LOAD_MANY = """
+SELECT u.user_id, u.membership_version AS version,
+       coalesce(array_agg(m.segment_id) FILTER (WHERE m.segment_id IS NOT NULL), '{}') AS segments
+FROM users u LEFT JOIN memberships m ON m.env_id = u.env_id AND m.user_pk = u.id
+WHERE u.env_id = $1 AND u.id = ANY($2::bigint[]) AND u.user_id IS NOT NULL
+GROUP BY u.id
+"""
+
+
+async def load_user_memberships(
+    conn: Conn | asyncpg.Pool, env_id: int, user_id: str
+) -> tuple[int, set[int]] | None:
+    """(membership_version, segment ids) of a user from PostgreSQL, by userId or anonymous id;
+    None when there is no such user."""
+    row = await conn.fetchrow(_LOAD_ONE, env_id, user_id)
+    if row is None:
+        return None
+    return row["version"], set(row["segments"])
+
+
+async def load_memberships_by_pk(
+    conn: Conn | asyncpg.Pool, env_id: int, user_pks: list[int]
+) -> dict[str, tuple[int, list[int]]]:
+    """{user_id: (membership_version, segment ids)} for identified users among ``user_pks``."""
+    rows = await conn.fetch(_LOAD_MANY, env_id, user_pks)
+    return {r["user_id"]: (r["version"], list(r["segments"])) for r in rows}
