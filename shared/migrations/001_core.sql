@@ -157,3 +157,16 @@ CREATE TABLE ingest_warnings (
     at         timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (env_id, id)
 );
+
+-- Messages the worker could not apply (a bug or data it cannot handle): kept, never dropped,
+-- so that nothing acknowledged is lost; they can be inspected and replayed into the inbox.
+CREATE TABLE dead_letters (
+    env_id      bigint NOT NULL,
+    id          bigint GENERATED ALWAYS AS IDENTITY,
+    inbox_id    bigint NOT NULL,
+    received_at timestamptz NOT NULL,
+    body        bytea NOT NULL,
+    error       text NOT NULL,
+    at          timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (env_id, id)
+);
