@@ -1,0 +1,78 @@
+"""The query service (default port 8002): targeting checks for renderers.
+
+``create_app(settings)`` builds the Litestar app; its lifespan opens the PostgreSQL pool and the
+Redis client, and puts a :class:`QueryState` on ``app.state.query``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from litestar import Litestar, Request, Response, get
+
+from services.query.catalog import SegmentCatalog
+from services.query.handlers import check, user_in_segment, user_segments
+from services.query.memberships import Memberships
+from services.query.state import QueryState
+from shared.db import create_pool
+from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, error_response
+from shared.membership_cache import MembershipCache
+from shared.settings import Settings
+
+_HELLO = b'{"hello":"world"}'
+
+
+@get("/hello")
+async def hello() -> Response[bytes]:
+    """A static answer: the floor that benchmarks compare the real endpoints with."""
+    return Response(_HELLO, media_type="application/json")
+
+
+@get("/health")
+async def health(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """200 when PostgreSQL and Redis both answer, else 503 naming the one that did not."""
+    q: QueryState = request.app.state.query
+    try:
+        await q.pool.fetchval("SELECT 1")
+    except Exception as exc:
+        return error_response(503, f"postgresql: {exc}", "postgresql")
+    try:
+        await q.redis.ping()  # type: ignore[misc]
+    except Exception as exc:
+        return error_response(503, f"redis: {exc}", "redis")
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+def create_app(settings: Settings) -> Litestar:
+    """The query service's Litestar app for ``settings``."""
+    if settings.database_url is None or settings.redis_url is None:
+        raise ValueError("the query service needs database_url and redis_url")
+    database_url, redis_url = settings.database_url, settings.redis_url
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = await create_pool(database_url, size=settings.db_pool_size)
+        redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            cache = MembershipCache(redis, settings.redis_prefix)
+            app.state.query = QueryState(
+                pool=pool,
+                redis=redis,
+                envs=EnvironmentCache(pool, settings.cache_seconds),
+                catalog=SegmentCatalog(pool, settings.cache_seconds),
+                memberships=Memberships(cache, pool),
+            )
+            yield
+        finally:
+            await redis.aclose()
+            await pool.close()
+
+    return Litestar(
+        route_handlers=[hello, health, user_segments, user_in_segment, check],
+        lifespan=[lifespan],
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+        openapi_config=None,
+    )

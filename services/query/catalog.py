@@ -1,0 +1,112 @@
+"""Segment metadata (id, key, name) per environment, held in process memory.
+
+The query service answers "which segments is U in" from Redis sets of segment ids; this catalog
+turns ids into ``{"id", "key", "name"}`` and keys into ids. It is reloaded from PostgreSQL every
+``ttl`` seconds, and at once when a caller names a key or id it does not know (so a segment
+created a moment ago is found, not answered with 404). Ids found in a membership set but not in
+the catalog belong to deleted segments and are left out of every answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import msgspec
+
+
+class SegmentRef(msgspec.Struct, frozen=True):
+    """What the query API says about a segment."""
+
+    id: str
+    key: str
+    name: str
+
+
+class EnvSegments:
+    """One environment's segments, as loaded at ``loaded_at`` (monotonic seconds)."""
+
+    __slots__ = ("all_id", "by_id", "by_key", "high_water", "loaded_at")
+
+    def __init__(self, rows: list[asyncpg.Record], high_water: int, loaded_at: float) -> None:
+        self.by_id: dict[int, SegmentRef] = {}
+        self.by_key: dict[str, int] = {}
+        self.all_id: int | None = None
+        for row in rows:
+            self.by_id[row["id"]] = SegmentRef(str(row["id"]), row["key"], row["name"])
+            self.by_key[row["key"]] = row["id"]
+            if row["kind"] == "all":
+                self.all_id = row["id"]
+        #: Every segment id up to this one had been handed out before ``rows`` were read, so a
+        #: missing id at or below it is a deleted segment, one above it a segment newer than us.
+        self.high_water = high_water
+        self.loaded_at = loaded_at
+
+    def lookup(self, ref: str) -> int | None:
+        """The id of the segment with key ``ref``, else with id ``ref``, else None."""
+        found = self.by_key.get(ref)
+        if found is None and ref.isascii() and ref.isdigit():
+            candidate = int(ref)
+            if candidate in self.by_id:
+                return candidate
+        return found
+
+
+_LOAD = "SELECT id, key, name, kind FROM segments WHERE env_id = $1"
+_HIGH_WATER = "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('segments', 'id')), 0)"
+
+
+class SegmentCatalog:
+    """Per-environment :class:`EnvSegments`, reloaded every ``ttl`` seconds or on demand."""
+
+    def __init__(self, pool: asyncpg.Pool, ttl: float) -> None:
+        self.pool = pool
+        self.ttl = ttl
+        self._envs: dict[int, EnvSegments] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    async def get(self, env_id: int) -> EnvSegments:
+        """The environment's segments, no older than ``ttl`` seconds."""
+        current = self._envs.get(env_id)
+        now = time.monotonic()
+        if current is not None and now - current.loaded_at < self.ttl:
+            return current
+        return await self._reload(env_id, since=now - self.ttl)
+
+    async def covering(self, env_id: int, ids: set[int]) -> EnvSegments:
+        """The environment's segments, reloaded first when ``ids`` (from a membership set)
+        hold a segment created after the last load."""
+        segments = await self.get(env_id)
+        if any(i > segments.high_water and i not in segments.by_id for i in ids):
+            segments = await self._reload(env_id, since=time.monotonic())
+        return segments
+
+    async def resolve(self, env_id: int, ref: str) -> tuple[EnvSegments, int | None]:
+        """(segments, id of the segment named by key or id ``ref`` or None when it does not
+        exist). An unknown ``ref`` triggers a reload begun after this call, so the answer None
+        is never older than the question."""
+        segments = await self.get(env_id)
+        found = segments.lookup(ref)
+        if found is None:
+            segments = await self._reload(env_id, since=time.monotonic())
+            found = segments.lookup(ref)
+        return segments, found
+
+    async def _reload(self, env_id: int, since: float) -> EnvSegments:
+        """Load unless another task already began a load at or after ``since``; concurrent
+        callers share one query (one in flight per environment)."""
+        lock = self._locks.get(env_id)
+        if lock is None:
+            lock = self._locks.setdefault(env_id, asyncio.Lock())
+        async with lock:
+            current = self._envs.get(env_id)
+            if current is not None and current.loaded_at >= since:
+                return current
+            started = time.monotonic()
+            async with self.pool.acquire() as conn:
+                high_water = await conn.fetchval(_HIGH_WATER)
+                rows = await conn.fetch(_LOAD, env_id)
+            fresh = EnvSegments(rows, high_water, started)
+            self._envs[env_id] = fresh
+            return fresh

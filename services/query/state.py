@@ -1,0 +1,23 @@
+"""The query service's resources, opened in the app's lifespan and kept on ``app.state``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from services.query.catalog import SegmentCatalog
+from services.query.memberships import Memberships
+from shared.http import EnvironmentCache
+
+
+@dataclass(slots=True)
+class QueryState:
+    """Everything a query handler needs, built once per process."""
+
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    envs: EnvironmentCache
+    catalog: SegmentCatalog
+    memberships: Memberships
