@@ -1,0 +1,83 @@
+"""The admin service (default port 8003): segments and users, for people and back-ends.
+
+``create_app(settings)`` builds the Litestar app; its lifespan opens the PostgreSQL pool and
+the arq Redis pool (for recompute jobs) and puts an :class:`AdminState` on ``app.state.admin``.
+Every ``/v1`` route needs the environment's secret key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from arq.connections import RedisSettings
+from arq.connections import create_pool as create_arq_pool
+from litestar import Litestar, Response, get
+from litestar.di import Provide
+
+from services.admin.segments.controller import SegmentController
+from services.admin.state import Admin, AdminState, provide_env, provide_state
+from services.admin.users.controller import UserController
+from shared.db import create_pool
+from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, error_response
+from shared.redis_keys import queue_name
+from shared.settings import Settings
+
+_HELLO = b'{"hello":"world"}'
+
+
+@get("/hello")
+async def hello() -> Response[bytes]:
+    """A static answer (the benchmark floor)."""
+    return Response(_HELLO, media_type="application/json")
+
+
+@get("/health")
+async def health(admin: Admin) -> Response[bytes]:
+    """200 when PostgreSQL and Redis both answer, else 503 naming the one that did not."""
+    try:
+        await admin.pool.fetchval("SELECT 1")
+    except Exception as exc:
+        return error_response(503, f"postgresql: {exc}", "postgresql")
+    try:
+        await admin.arq.ping()
+    except Exception as exc:
+        return error_response(503, f"redis: {exc}", "redis")
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+def create_app(settings: Settings) -> Litestar:
+    """The admin service's Litestar app for ``settings``."""
+    if settings.database_url is None or settings.redis_url is None:
+        raise ValueError("the admin service needs database_url and redis_url")
+    database_url, redis_url = settings.database_url, settings.redis_url
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = await create_pool(database_url, size=settings.db_pool_size)
+        try:
+            arq = await create_arq_pool(
+                RedisSettings.from_dsn(redis_url),
+                default_queue_name=queue_name(settings.redis_prefix),
+            )
+        except BaseException:
+            await pool.close()
+            raise
+        try:
+            app.state.admin = AdminState(
+                settings=settings,
+                pool=pool,
+                arq=arq,
+                envs=EnvironmentCache(pool, settings.cache_seconds),
+            )
+            yield
+        finally:
+            await arq.aclose()
+            await pool.close()
+
+    return Litestar(
+        route_handlers=[hello, health, SegmentController, UserController],
+        dependencies={"admin": Provide(provide_state), "env": Provide(provide_env)},
+        lifespan=[lifespan],
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+    )

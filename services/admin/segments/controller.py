@@ -1,0 +1,91 @@
+"""``/v1/segments``: thin handlers over :mod:`services.admin.segments.service`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.params import FromPath, FromQuery
+
+from services.admin.bodies import decode_body
+from services.admin.segments import service
+from services.admin.segments.schemas import (
+    MembersPage,
+    Segment,
+    SegmentList,
+    create_decoder,
+    update_decoder,
+)
+from services.admin.state import Admin, Env
+from shared.http import ApiError
+
+MAX_PAGE = 1000
+
+
+class SegmentController(Controller):
+    """Segment definitions and their members."""
+
+    path = "/v1/segments"
+
+    @post("/", status_code=201)
+    async def create(self, request: Request[Any, Any, Any], admin: Admin, env: Env) -> Segment:
+        """Create a dynamic or manual segment; a dynamic one is then recomputed in bulk."""
+        body = decode_body(create_decoder, await request.body())
+        async with admin.pool.acquire() as conn:
+            segment = await service.create_segment(conn, env.id, body)
+        if segment.kind == "dynamic":
+            await admin.enqueue_recompute(env.id, int(segment.id), segment.version)
+        return segment
+
+    @get("/")
+    async def list_all(self, admin: Admin, env: Env) -> SegmentList:
+        """Every segment of the environment with its live member count."""
+        return SegmentList(await service.list_segments(admin.pool, env.id))
+
+    @get("/{segment:str}")
+    async def read(self, admin: Admin, env: Env, segment: FromPath[str]) -> Segment:
+        """One segment, by key or id."""
+        return service.to_segment(await service.require_segment(admin.pool, env.id, segment))
+
+    @patch("/{segment:str}")
+    async def update(
+        self,
+        request: Request[Any, Any, Any],
+        admin: Admin,
+        env: Env,
+        segment: FromPath[str],
+    ) -> Segment:
+        """Change name, key, description or conditions; new conditions start a recompute."""
+        body = decode_body(update_decoder, await request.body())
+        async with admin.pool.acquire() as conn:
+            updated, changed = await service.update_segment(conn, env.id, segment, body)
+        if changed:
+            await admin.enqueue_recompute(env.id, int(updated.id), updated.version)
+        return updated
+
+    @delete("/{segment:str}", status_code=204)
+    async def remove(self, admin: Admin, env: Env, segment: FromPath[str]) -> None:
+        """Delete a segment and its memberships."""
+        async with admin.pool.acquire() as conn:
+            await service.delete_segment(conn, env.id, segment)
+
+    @get("/{segment:str}/members")
+    async def members(
+        self,
+        admin: Admin,
+        env: Env,
+        segment: FromPath[str],
+        limit: FromQuery[int] = 100,
+        cursor: FromQuery[str | None] = None,
+    ) -> MembersPage:
+        """A page of members, in a stable order; pass ``nextCursor`` back as ``cursor``."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise ApiError(400, f"limit: must be between 1 and {MAX_PAGE}", "limit")
+        after = 0
+        if cursor:
+            if not (cursor.isascii() and cursor.isdigit() and len(cursor) < 19):
+                raise ApiError(400, "cursor: not a cursor this endpoint returned", "cursor")
+            after = int(cursor)
+        row = await service.require_segment(admin.pool, env.id, segment)
+        ids, next_after = await service.members_page(admin.pool, env.id, row["id"], limit, after)
+        return MembersPage(ids, None if next_after is None else str(next_after))

@@ -1,0 +1,282 @@
+"""Segment definitions in PostgreSQL: create, read, update, delete, members.
+
+Every function takes a connection and an environment id; a function that changes several rows
+does it in one transaction, so a refused request (409, 422) leaves nothing half-saved.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+
+import asyncpg
+from msgspec import UNSET
+
+from services.admin.segments.references import SegmentGraph, segment_refs
+from services.admin.segments.schemas import Segment, SegmentCreate, SegmentUpdate
+from shared.conditions import ConditionError, condition_to_json, parse_condition
+from shared.db import Conn
+from shared.http import ApiError
+
+MAX_KEY = 100
+# Serialises definition changes within one environment, so that two concurrent edits cannot
+# create a cycle of segment references between them (two-int advisory lock: class, env id).
+_LOCK_CLASS = 7_413_002
+
+_COLUMNS = """s.id, s.key, s.name, s.description, s.kind, s.conditions, s.status, s.version,
+       s.created_at, s.updated_at,
+       (SELECT count(*) FROM memberships m
+        WHERE m.env_id = s.env_id AND m.segment_id = s.id) AS member_count"""
+
+
+def to_segment(row: asyncpg.Record) -> Segment:
+    """The API shape of a row selected with the segment columns."""
+    return Segment(
+        id=str(row["id"]),
+        key=row["key"],
+        name=row["name"],
+        description=row["description"],
+        kind=row["kind"],
+        conditions=row["conditions"],
+        status=row["status"],
+        version=row["version"],
+        memberCount=row["member_count"],
+        createdAt=row["created_at"],
+        updatedAt=row["updated_at"],
+    )
+
+
+def slugify(name: str) -> str:
+    """A key from a name: accents dropped, lowercase, runs of other characters → '-'.
+    Never empty and never all digits (a numeric path segment means an id)."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[: MAX_KEY - 10].strip("-")
+    if not slug:
+        return "segment"
+    return f"segment-{slug}" if slug.isdigit() else slug
+
+
+def _check_key(key: str) -> None:
+    if key.isdigit():
+        raise ApiError(422, "key: must not be all digits (numbers address segments by id)", "key")
+
+
+def _check_name(name: str) -> str:
+    if not name.strip():
+        raise ApiError(422, "name: must not be blank", "name")
+    return name.strip()
+
+
+def normalise_conditions(raw: Any) -> Any:
+    """Validated, normalised condition JSON, or a 422 naming the offending node's path."""
+    try:
+        return condition_to_json(parse_condition(raw))
+    except ConditionError as exc:
+        raise ApiError(422, str(exc), exc.path) from exc
+
+
+def _as_id(ref: str) -> int | None:
+    if ref.isascii() and ref.isdigit() and len(ref) < 19:
+        return int(ref)
+    return None
+
+
+async def find_segment(
+    conn: Conn | asyncpg.Pool, env_id: int, ref: str, *, lock: bool = False
+) -> asyncpg.Record | None:
+    """The segment whose key is ``ref``, else whose id is ``ref``."""
+    sql = f"""SELECT {_COLUMNS} FROM segments s
+              WHERE s.env_id = $1 AND (s.key = $2 OR s.id = $3)
+              ORDER BY s.key = $2 DESC LIMIT 1"""
+    if lock:
+        sql += " FOR UPDATE OF s"
+    return await conn.fetchrow(sql, env_id, ref, _as_id(ref))
+
+
+async def require_segment(conn: Conn | asyncpg.Pool, env_id: int, ref: str) -> asyncpg.Record:
+    """:func:`find_segment` or a 404."""
+    row = await find_segment(conn, env_id, ref)
+    if row is None:
+        raise ApiError(404, f"segment: no segment with key or id {ref!r}", "segment")
+    return row
+
+
+async def list_segments(conn: Conn | asyncpg.Pool, env_id: int) -> list[Segment]:
+    """Every segment of the environment with its live member count, oldest first."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM segments s WHERE s.env_id = $1 ORDER BY s.id", env_id
+    )
+    return [to_segment(r) for r in rows]
+
+
+async def _graph(conn: Conn, env_id: int) -> SegmentGraph:
+    await conn.execute("SELECT pg_advisory_xact_lock($1, $2::int)", _LOCK_CLASS, env_id)
+    rows = await conn.fetch("SELECT id, key, conditions FROM segments WHERE env_id = $1", env_id)
+    return SegmentGraph(
+        {r["key"]: r["id"] for r in rows},
+        {r["id"]: r["conditions"] for r in rows if r["conditions"] is not None},
+    )
+
+
+async def _free_key(conn: Conn, env_id: int, base: str) -> str:
+    # base is [a-z0-9-] only, so it holds no LIKE wildcard.
+    taken = {
+        r["key"]
+        for r in await conn.fetch(
+            "SELECT key FROM segments WHERE env_id = $1 AND (key = $2 OR key LIKE $2 || '-%')",
+            env_id,
+            base,
+        )
+    }
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+async def create_segment(conn: Conn, env_id: int, body: SegmentCreate) -> Segment:
+    """Insert a segment (a dynamic one with status 'computing'); 409 on a duplicate key."""
+    name = _check_name(body.name)
+    conditions: Any = None
+    if body.kind == "dynamic":
+        if body.conditions is None:
+            raise ApiError(422, "conditions: required for a dynamic segment", "conditions")
+        conditions = normalise_conditions(body.conditions)
+    elif body.conditions is not None:
+        raise ApiError(422, "conditions: a manual segment has no conditions", "conditions")
+    if body.key is not None:
+        _check_key(body.key)
+    status = "computing" if body.kind == "dynamic" else "ready"
+    async with conn.transaction():
+        graph = await _graph(conn, env_id)
+        key = body.key if body.key is not None else await _free_key(conn, env_id, slugify(name))
+        if key in graph.keys:
+            raise ApiError(409, f"key: a segment with key {key!r} already exists", "key")
+        seg_id = await conn.fetchval(
+            """INSERT INTO segments (env_id, key, name, description, kind, conditions, status)
+               VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id""",
+            env_id,
+            key,
+            name,
+            body.description,
+            body.kind,
+            conditions,
+            status,
+        )
+        if conditions is not None:
+            graph.check(seg_id, key, conditions)
+        row = await find_segment(conn, env_id, str(seg_id))
+    assert row is not None
+    return to_segment(row)
+
+
+async def update_segment(
+    conn: Conn, env_id: int, ref: str, patch: SegmentUpdate
+) -> tuple[Segment, bool]:
+    """Apply ``patch``; returns (segment, whether its conditions changed so that a bulk
+    recompute of its new version is due)."""
+    async with conn.transaction():
+        graph = await _graph(conn, env_id)
+        row = await find_segment(conn, env_id, ref, lock=True)
+        if row is None:
+            raise ApiError(404, f"segment: no segment with key or id {ref!r}", "segment")
+        if row["kind"] == "all":
+            raise ApiError(409, "segment: the built-in All users segment cannot be changed")
+        if patch.kind is not UNSET and patch.kind != row["kind"]:
+            raise ApiError(422, f"kind: cannot be changed (it is {row['kind']!r})", "kind")
+        name = row["name"] if patch.name is UNSET else _check_name(patch.name)
+        description = row["description"] if patch.description is UNSET else patch.description
+        key = row["key"]
+        if patch.key is not UNSET and patch.key != key:
+            _check_key(patch.key)
+            if patch.key in graph.keys:
+                raise ApiError(409, f"key: a segment with key {patch.key!r} already exists", "key")
+            users = [
+                graph.names[s]
+                for s, cond in graph.conditions.items()
+                if any(r == key for _, r in segment_refs(cond))
+            ]
+            if users:
+                raise ApiError(
+                    409, f"key: segments {', '.join(sorted(users))} refer to {key!r} by key", "key"
+                )
+            key = patch.key
+        conditions = row["conditions"]
+        changed = False
+        if patch.conditions is not UNSET:
+            if row["kind"] == "manual":
+                if patch.conditions is not None:
+                    raise ApiError(
+                        422, "conditions: a manual segment has no conditions", "conditions"
+                    )
+            elif patch.conditions is None:
+                raise ApiError(422, "conditions: required for a dynamic segment", "conditions")
+            else:
+                new = normalise_conditions(patch.conditions)
+                if new != conditions:
+                    graph.check(row["id"], key, new)
+                    conditions, changed = new, True
+        await conn.execute(
+            """UPDATE segments
+               SET name = $3, key = $4, description = $5, conditions = $6,
+                   version = version + $7::int,
+                   status = CASE WHEN $7::int = 1 THEN 'computing' ELSE status END,
+                   updated_at = now()
+               WHERE env_id = $1 AND id = $2""",
+            env_id,
+            row["id"],
+            name,
+            key,
+            description,
+            conditions,
+            int(changed),
+        )
+        updated = await find_segment(conn, env_id, str(row["id"]))
+    assert updated is not None
+    return to_segment(updated), changed
+
+
+async def delete_segment(conn: Conn, env_id: int, ref: str) -> None:
+    """Delete a segment and (by cascade) its memberships; 409 for All users or a segment
+    that other segments' conditions refer to."""
+    async with conn.transaction():
+        graph = await _graph(conn, env_id)
+        row = await find_segment(conn, env_id, ref, lock=True)
+        if row is None:
+            raise ApiError(404, f"segment: no segment with key or id {ref!r}", "segment")
+        if row["kind"] == "all":
+            raise ApiError(409, "segment: the built-in All users segment cannot be deleted")
+        referrers = graph.referrers(row["id"])
+        if referrers:
+            raise ApiError(
+                409,
+                f"segment: segments {', '.join(referrers)} refer to it in their conditions",
+                "segment",
+            )
+        await conn.execute("DELETE FROM segments WHERE env_id = $1 AND id = $2", env_id, row["id"])
+
+
+async def members_page(
+    conn: Conn | asyncpg.Pool, env_id: int, segment_id: int, limit: int, after: int
+) -> tuple[list[str], int | None]:
+    """(ids of up to ``limit`` members with user pk > ``after``, the pk to continue after or
+    None when this is the last page). Keyset pagination on the memberships primary key."""
+    rows = await conn.fetch(
+        """SELECT m.user_pk,
+                  coalesce(u.user_id, (SELECT min(i.anonymous_id) FROM identities i
+                                       WHERE i.env_id = u.env_id AND i.user_pk = u.id)) AS ident
+           FROM memberships m JOIN users u ON u.env_id = m.env_id AND u.id = m.user_pk
+           WHERE m.env_id = $1 AND m.segment_id = $2 AND m.user_pk > $3
+           ORDER BY m.user_pk LIMIT $4""",
+        env_id,
+        segment_id,
+        after,
+        limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    ids = [r["ident"] if r["ident"] is not None else f"#{r['user_pk']}" for r in rows]
+    return ids, (rows[-1]["user_pk"] if more else None)

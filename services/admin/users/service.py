@@ -1,0 +1,87 @@
+"""User profiles as the admin API shows them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from shared.db import Conn
+
+
+class SegmentSummary(msgspec.Struct):
+    id: str
+    key: str
+    name: str
+
+
+class CompanySummary(msgspec.Struct):
+    """A company the user belongs to, with the user's attributes within it (``membership``)."""
+
+    companyId: str
+    attributes: dict[str, Any]
+    membership: dict[str, Any]
+
+
+class UserProfile(msgspec.Struct, kw_only=True):
+    """``GET /v1/users/{userId}``. ``userId`` is None for an anonymous profile."""
+
+    userId: str | None
+    anonymousIds: list[str]
+    attributes: dict[str, Any]
+    firstSeenAt: datetime
+    lastSeenAt: datetime
+    segments: list[SegmentSummary]
+    companies: list[CompanySummary]
+
+
+_FIND = """
+SELECT id, user_id, attributes, first_seen_at, last_seen_at FROM users
+WHERE env_id = $1 AND user_id = $2
+UNION ALL
+SELECT u.id, u.user_id, u.attributes, u.first_seen_at, u.last_seen_at
+FROM identities i JOIN users u ON u.env_id = i.env_id AND u.id = i.user_pk
+WHERE i.env_id = $1 AND i.anonymous_id = $2
+LIMIT 1
+"""
+
+
+async def user_profile(conn: Conn | asyncpg.Pool, env_id: int, ident: str) -> UserProfile | None:
+    """The profile of the user with userId (or anonymous id) ``ident``, or None."""
+    user = await conn.fetchrow(_FIND, env_id, ident)
+    if user is None:
+        return None
+    pk = user["id"]
+    anonymous = await conn.fetch(
+        "SELECT anonymous_id FROM identities WHERE env_id = $1 AND user_pk = $2 ORDER BY 1",
+        env_id,
+        pk,
+    )
+    segments = await conn.fetch(
+        """SELECT s.id, s.key, s.name FROM memberships m
+           JOIN segments s ON s.env_id = m.env_id AND s.id = m.segment_id
+           WHERE m.env_id = $1 AND m.user_pk = $2 ORDER BY s.id""",
+        env_id,
+        pk,
+    )
+    companies = await conn.fetch(
+        """SELECT c.company_id, c.attributes, cm.attributes AS membership
+           FROM company_members cm
+           JOIN companies c ON c.env_id = cm.env_id AND c.id = cm.company_pk
+           WHERE cm.env_id = $1 AND cm.user_pk = $2 ORDER BY c.company_id""",
+        env_id,
+        pk,
+    )
+    return UserProfile(
+        userId=user["user_id"],
+        anonymousIds=[r["anonymous_id"] for r in anonymous],
+        attributes=user["attributes"],
+        firstSeenAt=user["first_seen_at"],
+        lastSeenAt=user["last_seen_at"],
+        segments=[SegmentSummary(str(r["id"]), r["key"], r["name"]) for r in segments],
+        companies=[
+            CompanySummary(r["company_id"], r["attributes"], r["membership"]) for r in companies
+        ],
+    )
