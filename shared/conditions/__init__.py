@@ -1,0 +1,45 @@
+"""The segment condition language: parsing and validation, and its two engines.
+
+- :func:`parse_condition` / :func:`condition_to_json`: JSON <-> typed tree, with validation.
+- :func:`compile_python`: closures evaluating a :class:`Subject` (the worker's touched users).
+- :func:`compile_sql`: a parameterised WHERE fragment over ``users`` (bulk recompute, lists).
+
+Both engines implement one semantics (``conditions.md``); property tests compare them on a
+real PostgreSQL.
+"""
+
+from shared.conditions.model import (
+    AllOf,
+    AnyOf,
+    Attribute,
+    Bucket,
+    Condition,
+    ConditionError,
+    Event,
+    NoneOf,
+    SegmentRef,
+    Subject,
+    Tag,
+)
+from shared.conditions.parse import condition_to_json, parse_condition, referenced_segments
+from shared.conditions.python_engine import compile_python
+from shared.conditions.sql_engine import compile_sql
+
+__all__ = [
+    "AllOf",
+    "AnyOf",
+    "Attribute",
+    "Bucket",
+    "Condition",
+    "ConditionError",
+    "Event",
+    "NoneOf",
+    "SegmentRef",
+    "Subject",
+    "Tag",
+    "compile_python",
+    "compile_sql",
+    "condition_to_json",
+    "parse_condition",
+    "referenced_segments",
+]
