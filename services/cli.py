@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("dev", help="start everything locally (embedded PostgreSQL/Redis if no URLs)")
     sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("setup", help="migrate and create/reuse the development environment")
     create = sub.add_parser("create-env", help="create an environment; prints its keys once")
     create.add_argument("name")
     create.add_argument("--write-key")
@@ -127,6 +128,12 @@ def main(argv: list[str] | None = None) -> None:
         dsn, _ = _require_urls(settings)
         applied = asyncio.run(_migrate(dsn))
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    elif args.command == "setup":
+        _require_urls(settings)
+        from services.devrun import prepare
+
+        keys = prepare(settings)
+        print(f"environment {keys.name!r}: write key {keys.writeKey}, secret key {keys.secretKey}")
     elif args.command == "create-env":
         dsn, _ = _require_urls(settings)
         print(asyncio.run(_create_env(dsn, args.name, args.write_key, args.secret_key)).decode())

@@ -54,6 +54,14 @@ async def _prepare(settings: Settings, keys_file: Path) -> EnvironmentKeys:
     return keys
 
 
+def prepare(settings: Settings) -> EnvironmentKeys:
+    """Migrate and create (or reuse) the development environment; the keys come from
+    SEGMENTS_DEV_WRITE_KEY / SEGMENTS_DEV_SECRET_KEY, else from the data folder, else new."""
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_prepare(settings, data_dir / "dev-keys.json"))
+
+
 def run_dev(settings: Settings) -> int:
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -63,7 +71,7 @@ def run_dev(settings: Settings) -> int:
     if settings.redis_url is None:
         print("starting embedded Redis ...", flush=True)
         settings = msgspec.structs.replace(settings, redis_url=start_redis(data_dir))
-    keys = asyncio.run(_prepare(settings, data_dir / "dev-keys.json"))
+    keys = prepare(settings)
 
     child_env = {**os.environ, **to_environ(settings)}
     children = {

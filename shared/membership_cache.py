@@ -82,7 +82,10 @@ class MembershipCache:
         )
 
     async def write_many(
-        self, env_id: int, sets: Mapping[str, tuple[int, Iterable[int]]], chunk: int = 1000
+        self,
+        env_id: int,
+        sets: Mapping[str, tuple[int, Iterable[int]]],
+        chunk: int = 1000,
     ) -> None:
         """Store many users' complete sets ({user_id: (version, segment ids)}), pipelined."""
         items = list(sets.items())
@@ -122,7 +125,7 @@ SELECT u.user_id, u.membership_version AS version,
        coalesce(array_agg(m.segment_id) FILTER (WHERE m.segment_id IS NOT NULL), '{}') AS segments
 FROM users u LEFT JOIN memberships m ON m.env_id = u.env_id AND m.user_pk = u.id
 WHERE u.env_id = $1 AND u.id = ANY($2::bigint[]) AND u.user_id IS NOT NULL
-GROUP BY u.id
+GROUP BY u.env_id, u.id
 """
 
 

@@ -128,8 +128,10 @@ class ServiceStack:
         port = getattr(self.settings, f"{service}_port")
         return f"http://127.0.0.1:{port}"
 
-    def start(self, service: str) -> None:
-        env = {**os.environ, **to_environ(self.settings)}
+    def start(self, service: str, **overrides: object) -> None:
+        """Start ``service``; ``overrides`` replace settings fields for this process only."""
+        settings = msgspec.structs.replace(self.settings, **overrides)
+        env = {**os.environ, **to_environ(settings)}
         log = open(self.logs / f"{service}.log", "ab")
         self.procs[service] = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "run", service],
@@ -161,9 +163,14 @@ class ServiceStack:
         raise RuntimeError(f"{service} not healthy after {timeout}s")
 
     def _worker_ready(self) -> bool:
-        from services.cli import check_service
+        """The worker's arq health key exists (sync client: callers may be inside a loop)."""
+        import redis as sync_redis
 
-        return check_service("worker", self.settings)
+        from shared.redis_keys import queue_name
+
+        assert self.settings.redis_url is not None
+        with sync_redis.Redis.from_url(self.settings.redis_url) as client:
+            return bool(client.exists(queue_name(self.settings.redis_prefix) + ":health-check"))
 
     def kill(self, service: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs.pop(service)

@@ -1,0 +1,167 @@
+"""Draining the inbox: claim rows, apply them, mark them done, refresh Redis.
+
+Each round claims up to ``settings.worker_batch`` inbox rows with ``FOR UPDATE SKIP LOCKED``
+(so any number of workers can drain together) and applies them in one transaction: duplicate
+messageIds are dropped, each environment's messages are applied, memberships re-evaluated, and
+the rows deleted. Only after the commit are the Redis sets written. A crash at any point rolls
+the transaction back and the rows are claimed again: nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+import msgspec
+
+from services.worker.apply import BatchResult, apply_messages
+from shared.db import Conn
+from shared.membership import SegmentCatalog
+from shared.membership_cache import MembershipCache
+from shared.messages import InboxMessage, inbox_decoder
+
+log = logging.getLogger(__name__)
+
+#: Transient conflicts between workers: the round is retried from the claim.
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
+@dataclass
+class DrainStats:
+    rounds: int = 0
+    messages: int = 0
+    duplicates: int = 0
+    dead: int = 0
+
+
+async def _claim(conn: Conn, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT env_id, id, received_at, body FROM inbox
+           ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+        limit,
+    )
+
+
+async def _first_new(
+    conn: Conn, rows: list[tuple[int, int, InboxMessage]]
+) -> list[tuple[int, int, InboxMessage]]:
+    """Record the batch's messageIds; keep each message whose id was not seen before (the
+    first occurrence of an id repeated inside the batch)."""
+    inserted = await conn.fetch(
+        """INSERT INTO processed_messages (env_id, message_id)
+           SELECT * FROM unnest($1::bigint[], $2::text[])
+           ON CONFLICT DO NOTHING RETURNING env_id, message_id""",
+        [env_id for env_id, _, _ in rows],
+        [m.messageId for _, _, m in rows],
+    )
+    fresh = {(r["env_id"], r["message_id"]) for r in inserted}
+    out = []
+    for env_id, inbox_id, msg in rows:
+        if (env_id, msg.messageId) in fresh:
+            fresh.discard((env_id, msg.messageId))
+            out.append((env_id, inbox_id, msg))
+    return out
+
+
+async def _bury(conn: Conn, row: asyncpg.Record, error: str) -> None:
+    await conn.execute(
+        """INSERT INTO dead_letters (env_id, inbox_id, received_at, body, error)
+           VALUES ($1, $2, $3, $4, $5)""",
+        row["env_id"],
+        row["id"],
+        row["received_at"],
+        row["body"],
+        error,
+    )
+    await conn.execute("DELETE FROM inbox WHERE id = $1", row["id"])
+
+
+async def _apply_rows(
+    conn: Conn,
+    rows: list[asyncpg.Record],
+    catalog: SegmentCatalog,
+    stats: DrainStats,
+) -> dict[int, BatchResult]:
+    decoded: list[tuple[int, int, InboxMessage]] = []
+    for row in rows:
+        try:
+            decoded.append((row["env_id"], row["id"], inbox_decoder.decode(row["body"])))
+        except msgspec.DecodeError as exc:
+            await _bury(conn, row, f"undecodable inbox body: {exc}")
+            stats.dead += 1
+    fresh = await _first_new(conn, decoded)
+    stats.duplicates += len(decoded) - len(fresh)
+    by_env: dict[int, list[InboxMessage]] = defaultdict(list)
+    for env_id, _, msg in fresh:
+        by_env[env_id].append(msg)
+    now = datetime.now(UTC)
+    results: dict[int, BatchResult] = {}
+    for env_id, msgs in sorted(by_env.items()):
+        segments = await catalog.load(conn, env_id)
+        results[env_id] = await apply_messages(conn, env_id, msgs, segments, now)
+    await conn.execute("DELETE FROM inbox WHERE id = ANY($1)", [r["id"] for r in rows])
+    return results
+
+
+async def drain_round(
+    pool: asyncpg.Pool,
+    cache: MembershipCache,
+    catalog: SegmentCatalog,
+    batch: int,
+    stats: DrainStats,
+) -> int:
+    """Claim and apply one batch; returns how many inbox rows it consumed (0: inbox empty)."""
+    for attempt in range(10):
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                rows = await _claim(conn, batch)
+                if not rows:
+                    return 0
+                try:
+                    async with conn.transaction():  # savepoint: a bad batch is isolated below
+                        results = await _apply_rows(conn, rows, catalog, stats)
+                except _RETRYABLE:
+                    raise
+                except Exception as exc:
+                    if len(rows) == 1:
+                        log.exception("burying inbox row %s", rows[0]["id"])
+                        await _bury(conn, rows[0], repr(exc))
+                        stats.dead += 1
+                        return 1
+                    # Release the claim and apply this batch one row at a time to isolate it.
+                    raise _Split(len(rows)) from exc
+            break
+        except _Split as split:
+            for _ in range(split.size):
+                if await drain_round(pool, cache, catalog, 1, stats) == 0:
+                    break
+            return split.size
+        except _RETRYABLE:
+            log.info("worker conflict, retrying the batch (attempt %d)", attempt + 1)
+    else:
+        return 0
+    for env_id, result in results.items():
+        try:
+            await cache.write_many(env_id, result.redis_sets)
+        except Exception:  # Redis is a cache: a miss is refilled from PostgreSQL
+            log.exception("could not update membership sets in Redis")
+            await _forget(cache, env_id, list(result.redis_sets))
+    stats.rounds += 1
+    stats.messages += len(rows)
+    return len(rows)
+
+
+async def _forget(cache: MembershipCache, env_id: int, keys: list[str]) -> None:
+    try:
+        await cache.forget(env_id, keys)
+    except Exception:
+        log.exception("could not drop stale membership sets from Redis")
+
+
+class _Split(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size

@@ -1,0 +1,165 @@
+"""The worker process: arq jobs and crons, with resources opened on start-up in ``ctx``.
+
+Jobs:
+- ``drain``: applies the inbox until it is empty (enqueued by ingest, deduplicated by job id).
+- ``recompute_segment(env_id, segment_id)``: bulk recompute of a dynamic segment by SQL.
+Crons:
+- ``sweep`` (every ``SEGMENTS_SWEEP_SECONDS``): drains anything whose job was lost.
+- ``prune`` (hourly): forgets processed messageIds older than 8 days.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from arq import cron
+from arq.connections import RedisSettings
+from arq.worker import Worker
+
+from services.worker.drain import DrainStats, drain_round
+from shared.db import create_pool
+from shared.membership import SegmentCatalog, recompute_segment, stale_recomputes
+from shared.membership_cache import MembershipCache
+from shared.redis_keys import queue_name
+from shared.settings import Settings
+
+log = logging.getLogger("segments.worker")
+
+HEALTH_CHECK_INTERVAL = 2
+#: A drain job works at most this long, then ends (the next job or sweep carries on), so that
+#: a job lost with a killed worker blocks its job id for at most DRAIN_TIMEOUT.
+DRAIN_SECONDS = 20
+DRAIN_TIMEOUT = 60
+#: A segment 'computing' this long after its last change has lost its job: the sweep redoes it.
+STALE_RECOMPUTE_SECONDS = 30.0
+
+
+async def _startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    assert settings.database_url is not None and settings.redis_url is not None
+    ctx["pool"] = await create_pool(settings.database_url, size=settings.db_pool_size)
+    ctx["cache_redis"] = aioredis.Redis.from_url(settings.redis_url)
+    ctx["cache"] = MembershipCache(ctx["cache_redis"], settings.redis_prefix)
+    ctx["catalog"] = SegmentCatalog()
+    ctx["drain_lock"] = asyncio.Lock()
+
+
+async def _shutdown(ctx: dict[str, Any]) -> None:
+    await ctx["pool"].close()
+    await ctx["cache_redis"].aclose()
+
+
+async def drain(ctx: dict[str, Any]) -> int:
+    """Apply inbox rows until the inbox is empty; returns how many were consumed. One drain
+    at a time per process (others, in other processes, share the inbox through SKIP LOCKED)."""
+    lock: asyncio.Lock = ctx["drain_lock"]
+    if lock.locked():
+        return 0
+    settings: Settings = ctx["settings"]
+    stats = DrainStats()
+    deadline = time.monotonic() + DRAIN_SECONDS
+    async with lock:
+        while await drain_round(
+            ctx["pool"], ctx["cache"], ctx["catalog"], settings.worker_batch, stats
+        ):
+            if time.monotonic() > deadline:
+                break  # the next drain job or sweep goes on; a job must end well before its timeout
+    if stats.messages:
+        log.info(
+            "drained %d rows in %d rounds (%d duplicates, %d dead letters)",
+            stats.messages,
+            stats.rounds,
+            stats.duplicates,
+            stats.dead,
+        )
+    return stats.messages
+
+
+async def sweep(ctx: dict[str, Any]) -> int:
+    """Cron: catch inbox rows whose drain job was lost (Redis restarted, worker killed), and
+    segments left 'computing' by a lost recompute job."""
+    drained = await drain(ctx)
+    for env_id, segment_id in await stale_recomputes(ctx["pool"], STALE_RECOMPUTE_SECONDS):
+        await recompute_segment(
+            ctx["pool"], ctx["cache"], env_id, segment_id, datetime.now(UTC), wait=False
+        )
+    return drained
+
+
+async def prune(ctx: dict[str, Any]) -> None:
+    """Cron: messageIds are deduplicated for at least 7 days; older ones are forgotten."""
+    await ctx["pool"].execute(
+        "DELETE FROM processed_messages WHERE processed_at < now() - interval '8 days'"
+    )
+
+
+async def recompute(ctx: dict[str, Any], env_id: int, segment_id: int) -> int | None:
+    """Job: recompute one dynamic segment in bulk; returns its member count."""
+    result = await recompute_segment(
+        ctx["pool"], ctx["cache"], env_id, segment_id, datetime.now(UTC)
+    )
+    if result is None:
+        return None
+    log.info(
+        "segment %s v%s recomputed: %d members (+%d -%d)",
+        segment_id,
+        result.version,
+        result.members,
+        result.entered,
+        result.exited,
+    )
+    return result.members
+
+
+def _every(seconds: int) -> set[int]:
+    seconds = max(1, min(seconds, 60))
+    return set(range(0, 60, seconds))
+
+
+def build_worker(settings: Settings) -> Worker:
+    """An arq worker for ``settings`` (not yet running)."""
+    from arq.worker import func
+
+    assert settings.redis_url is not None
+    return Worker(
+        functions=[
+            func(drain, name="drain", keep_result=0, max_tries=1000, timeout=DRAIN_TIMEOUT),
+            func(recompute, name="recompute_segment", keep_result=0, max_tries=5),
+        ],
+        cron_jobs=[
+            cron(sweep, second=_every(settings.sweep_seconds), run_at_startup=True, unique=True),
+            cron(prune, minute=7, second=0),
+        ],
+        queue_name=queue_name(settings.redis_prefix),
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        on_startup=_startup,
+        on_shutdown=_shutdown,
+        ctx={"settings": settings},
+        health_check_interval=HEALTH_CHECK_INTERVAL,
+        max_jobs=4,
+        job_timeout=3600,
+        keep_result=0,
+        handle_signals=True,
+    )
+
+
+def run_worker(settings: Settings) -> None:
+    """Run the worker in the foreground until SIGINT/SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    build_worker(settings).run()
+
+
+async def worker_healthy(settings: Settings) -> bool:
+    """Whether a worker on this queue wrote its health key recently."""
+    assert settings.redis_url is not None
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        key = queue_name(settings.redis_prefix) + ":health-check"
+        return bool(await client.exists(key))
+    finally:
+        await client.aclose()

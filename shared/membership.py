@@ -1,0 +1,287 @@
+"""The membership engine: which segments a user belongs to, incrementally and in bulk.
+
+- :class:`SegmentCatalog` loads an environment's segments and compiles each dynamic segment's
+  conditions once per version (Python engine).
+- :func:`write_memberships` stores the new memberships of the users a worker batch touched:
+  only the difference with what is stored, with every entry and exit in the change log.
+- :func:`recompute_segment` recomputes one dynamic segment for every user by SQL: the new
+  membership is computed beside the old one and swapped in one transaction, so readers never
+  see an empty or partial segment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from shared.conditions import Subject, compile_python, compile_sql, parse_condition
+from shared.db import Conn
+from shared.membership_cache import MembershipCache, load_memberships_by_pk
+
+log = logging.getLogger(__name__)
+
+Predicate = Callable[[Subject, datetime], bool]
+
+
+class DynamicSegment(msgspec.Struct, frozen=True):
+    id: int
+    key: str
+    version: int
+    predicate: Predicate
+
+
+class EnvSegments(msgspec.Struct, frozen=True):
+    """One environment's segments as the worker needs them."""
+
+    all_users: int | None
+    dynamic: tuple[DynamicSegment, ...]
+    #: manual segment key -> id
+    manual: Mapping[str, int]
+
+    @property
+    def manual_ids(self) -> frozenset[int]:
+        return frozenset(self.manual.values())
+
+    def evaluate(self, subject: Subject, manual_ids: Iterable[int], now: datetime) -> set[int]:
+        """The segment ids ``subject`` belongs to: All users, its manual segments, and every
+        dynamic segment whose conditions hold at ``now``."""
+        result = set(manual_ids)
+        if self.all_users is not None:
+            result.add(self.all_users)
+        for segment in self.dynamic:
+            if segment.predicate(subject, now):
+                result.add(segment.id)
+        return result
+
+
+class SegmentCatalog:
+    """Compiled segments per environment, recompiled only when a segment's version changes."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[tuple[int, int], Predicate] = {}
+
+    async def load(self, conn: Conn, env_id: int) -> EnvSegments:
+        rows = await conn.fetch(
+            "SELECT id, key, kind, version, conditions FROM segments WHERE env_id = $1", env_id
+        )
+        all_users: int | None = None
+        dynamic: list[DynamicSegment] = []
+        manual: dict[str, int] = {}
+        for row in rows:
+            if row["kind"] == "all":
+                all_users = row["id"]
+            elif row["kind"] == "manual":
+                manual[row["key"]] = row["id"]
+            elif row["conditions"] is not None:
+                predicate = self._compiled.get((row["id"], row["version"]))
+                if predicate is None:
+                    predicate = compile_python(parse_condition(row["conditions"]))
+                    self._compiled[(row["id"], row["version"])] = predicate
+                dynamic.append(DynamicSegment(row["id"], row["key"], row["version"], predicate))
+        return EnvSegments(all_users, tuple(dynamic), manual)
+
+
+async def stored_memberships(conn: Conn, env_id: int, user_pks: list[int]) -> dict[int, set[int]]:
+    """{user pk: segment ids} as stored, for ``user_pks`` (users with none map to an empty set)."""
+    out: dict[int, set[int]] = {pk: set() for pk in user_pks}
+    rows = await conn.fetch(
+        "SELECT user_pk, segment_id FROM memberships WHERE env_id = $1 AND user_pk = ANY($2)",
+        env_id,
+        user_pks,
+    )
+    for row in rows:
+        out[row["user_pk"]].add(row["segment_id"])
+    return out
+
+
+async def write_memberships(
+    conn: Conn,
+    env_id: int,
+    old: Mapping[int, set[int]],
+    new: Mapping[int, set[int]],
+    cause: str,
+) -> int:
+    """Write the difference between ``old`` and ``new`` ({user pk: segment ids}) and log each
+    entry and exit. Returns how many (user, segment) pairs changed."""
+    entered: list[tuple[int, int]] = []
+    exited: list[tuple[int, int]] = []
+    for pk, segments in new.items():
+        before = old.get(pk, set())
+        entered.extend((seg, pk) for seg in segments - before)
+        exited.extend((seg, pk) for seg in before - segments)
+    if entered:
+        await conn.execute(
+            """INSERT INTO memberships (env_id, segment_id, user_pk)
+               SELECT $1, s, u FROM unnest($2::bigint[], $3::bigint[]) AS x(s, u)
+               ON CONFLICT DO NOTHING""",
+            env_id,
+            [s for s, _ in entered],
+            [u for _, u in entered],
+        )
+    if exited:
+        await conn.execute(
+            """DELETE FROM memberships m
+               USING unnest($2::bigint[], $3::bigint[]) AS x(s, u)
+               WHERE m.env_id = $1 AND m.segment_id = x.s AND m.user_pk = x.u""",
+            env_id,
+            [s for s, _ in exited],
+            [u for _, u in exited],
+        )
+    changes = [(s, u, True) for s, u in entered] + [(s, u, False) for s, u in exited]
+    if changes:
+        await conn.execute(
+            """INSERT INTO membership_changes (env_id, segment_id, user_pk, entered, cause)
+               SELECT $1, s, u, e, $5 FROM unnest($2::bigint[], $3::bigint[], $4::bool[])
+                 AS x(s, u, e)""",
+            env_id,
+            [c[0] for c in changes],
+            [c[1] for c in changes],
+            [c[2] for c in changes],
+            cause,
+        )
+    return len(changes)
+
+
+class RecomputeResult(msgspec.Struct, frozen=True):
+    segment_id: int
+    version: int
+    members: int
+    entered: int
+    exited: int
+
+
+async def recompute_segment(
+    pool: asyncpg.Pool,
+    cache: MembershipCache,
+    env_id: int,
+    segment_id: int,
+    now: datetime,
+    *,
+    wait: bool = True,
+) -> RecomputeResult | None:
+    """Recompute a dynamic segment's membership for every user of the environment by SQL and
+    swap it in one transaction; then refresh the Redis sets of the users that changed.
+
+    One recompute of a segment runs at a time (an advisory lock; ``wait=False`` gives up at
+    once when another holds it). None when the segment is gone, not dynamic, or busy."""
+    async with pool.acquire() as conn:
+        lock_key = f"recompute:{env_id}:{segment_id}"
+        if wait:
+            await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", lock_key)
+        elif not await conn.fetchval(
+            "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", lock_key
+        ):
+            return None
+        try:
+            return await _recompute_locked(conn, cache, env_id, segment_id, now)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", lock_key)
+
+
+async def _recompute_locked(
+    conn: Conn, cache: MembershipCache, env_id: int, segment_id: int, now: datetime
+) -> RecomputeResult | None:
+    async with conn.transaction():
+        seg = await conn.fetchrow(
+            "SELECT kind, version, conditions FROM segments WHERE env_id = $1 AND id = $2",
+            env_id,
+            segment_id,
+        )
+        if seg is None or seg["kind"] != "dynamic" or seg["conditions"] is None:
+            return None
+        where, params = compile_sql(
+            parse_condition(seg["conditions"]), alias="u", first_param=3, now_param=2
+        )
+        await conn.execute(
+            f"""CREATE TEMP TABLE new_members ON COMMIT DROP AS
+                SELECT u.id FROM users u
+                WHERE u.env_id = $1 AND $2::timestamptz IS NOT NULL AND ({where})""",
+            env_id,
+            now,
+            *params,
+        )
+        await conn.execute("CREATE INDEX ON new_members (id)")
+        entered = await conn.fetch(
+            """INSERT INTO memberships (env_id, segment_id, user_pk)
+               SELECT $1, $2, n.id FROM new_members n
+               ON CONFLICT DO NOTHING RETURNING user_pk""",
+            env_id,
+            segment_id,
+        )
+        exited = await conn.fetch(
+            """DELETE FROM memberships m WHERE m.env_id = $1 AND m.segment_id = $2
+                 AND NOT EXISTS (SELECT 1 FROM new_members n WHERE n.id = m.user_pk)
+               RETURNING user_pk""",
+            env_id,
+            segment_id,
+        )
+        entered_pks = [r["user_pk"] for r in entered]
+        exited_pks = [r["user_pk"] for r in exited]
+        changed = entered_pks + exited_pks
+        if changed:
+            await conn.execute(
+                """INSERT INTO membership_changes (env_id, segment_id, user_pk, entered, cause)
+                   SELECT $1, $2, u, e, 'recompute'
+                   FROM unnest($3::bigint[], $4::bool[]) AS x(u, e)""",
+                env_id,
+                segment_id,
+                changed,
+                [True] * len(entered_pks) + [False] * len(exited_pks),
+            )
+            # Lock in id order (as the worker does) and bump versions so Redis takes our sets.
+            await conn.execute(
+                """UPDATE users u SET membership_version = u.membership_version + 1
+                   FROM (SELECT id FROM users WHERE env_id = $1 AND id = ANY($2)
+                         ORDER BY id FOR UPDATE) AS l
+                   WHERE u.env_id = $1 AND u.id = l.id""",
+                env_id,
+                changed,
+            )
+        members = await conn.fetchval("SELECT count(*) FROM new_members")
+        # 'ready' only if nobody changed the definition meanwhile (their job follows ours)
+        await conn.execute(
+            """UPDATE segments SET computed_version = $3,
+                      status = CASE WHEN version = $3 THEN 'ready' ELSE status END
+               WHERE env_id = $1 AND id = $2""",
+            env_id,
+            segment_id,
+            seg["version"],
+        )
+    for start in range(0, len(changed), 5000):
+        sets = await load_memberships_by_pk(conn, env_id, changed[start : start + 5000])
+        await cache.write_many(env_id, sets)
+    return RecomputeResult(segment_id, seg["version"], members, len(entered_pks), len(exited_pks))
+
+
+async def stale_recomputes(conn: Conn, older_than_seconds: float) -> list[tuple[int, int]]:
+    """(env_id, segment_id) of dynamic segments still 'computing' a while after their last
+    change: their job was lost (Redis restarted, enqueue failed); the worker's sweep redoes them."""
+    rows = await conn.fetch(
+        """SELECT env_id, id FROM segments
+           WHERE status = 'computing' AND kind = 'dynamic'
+             AND updated_at < now() - make_interval(secs => $1)""",
+        older_than_seconds,
+    )
+    return [(r["env_id"], r["id"]) for r in rows]
+
+
+def subject_of(
+    pk: int,
+    user_id: str | None,
+    attributes: dict[str, Any],
+    first_seen_at: datetime,
+    last_seen_at: datetime,
+) -> Subject:
+    """The Python engine's view of one profile."""
+    return Subject(
+        user_pk=pk,
+        user_id=user_id,
+        attributes=attributes,
+        first_seen_at=first_seen_at,
+        last_seen_at=last_seen_at,
+    )
