@@ -31,6 +31,7 @@ from shared.settings import Settings
 log = logging.getLogger("segments.worker")
 
 HEALTH_CHECK_INTERVAL = 2
+POLL_DELAY = 0.01
 #: A drain job works at most this long, then ends (the next job or sweep carries on), so that
 #: a job lost with a killed worker blocks its job id for at most DRAIN_TIMEOUT.
 DRAIN_SECONDS = 20
@@ -141,6 +142,8 @@ def build_worker(settings: Settings) -> Worker:
         on_shutdown=_shutdown,
         ctx={"settings": settings},
         health_check_interval=HEALTH_CHECK_INTERVAL,
+        # arq polls its queue; the default 0.5 s would be most of our freshness budget
+        poll_delay=POLL_DELAY,
         max_jobs=4,
         job_timeout=3600,
         keep_result=0,
@@ -151,6 +154,7 @@ def build_worker(settings: Settings) -> Worker:
 def run_worker(settings: Settings) -> None:
     """Run the worker in the foreground until SIGINT/SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("arq").setLevel(logging.WARNING)  # one line per job is noise here
     build_worker(settings).run()
 
 
