@@ -60,20 +60,19 @@ def run_service(service: str, settings: Settings) -> None:
 
         run_worker(settings)
         return
+    import importlib
+
     import uvicorn
 
-    from services.admin.app import create_app as admin_app
-    from services.ingest.app import create_app as ingest_app
-    from services.query.app import create_app as query_app
-
-    factories = {"ingest": ingest_app, "query": query_app, "admin": admin_app}
+    # import only the app being run, so one service starts without the others' modules
+    create_app = importlib.import_module(f"services.{service}.app").create_app
     ports = {
         "ingest": settings.ingest_port,
         "query": settings.query_port,
         "admin": settings.admin_port,
     }
     uvicorn.run(
-        factories[service](settings),
+        create_app(settings),
         host=settings.host,
         port=ports[service],
         loop="uvloop",
