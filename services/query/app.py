@@ -16,6 +16,7 @@ from litestar import Litestar, Request, Response, get
 from services.query.catalog import SegmentCatalog
 from services.query.handlers import check, user_in_segment, user_segments
 from services.query.memberships import Memberships
+from services.query.redis_reader import PipelinedReader
 from services.query.state import QueryState
 from shared.db import create_pool
 from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, error_response
@@ -23,6 +24,8 @@ from shared.membership_cache import MembershipCache
 from shared.settings import Settings
 
 _HELLO = b'{"hello":"world"}'
+# URL schemes the pipelined reader speaks (TLS ones go through redis-py).
+_PIPELINED = ("redis://", "unix://")
 
 
 @get("/hello")
@@ -56,6 +59,7 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await create_pool(database_url, size=settings.db_pool_size)
         redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        reader = PipelinedReader(redis_url) if redis_url.startswith(_PIPELINED) else None
         try:
             cache = MembershipCache(redis, settings.redis_prefix)
             app.state.query = QueryState(
@@ -63,10 +67,12 @@ def create_app(settings: Settings) -> Litestar:
                 redis=redis,
                 envs=EnvironmentCache(pool, settings.cache_seconds),
                 catalog=SegmentCatalog(pool, settings.cache_seconds),
-                memberships=Memberships(cache, pool),
+                memberships=Memberships(cache, pool, reader),
             )
             yield
         finally:
+            if reader is not None:
+                await reader.aclose()
             await redis.aclose()
             await pool.close()
 

@@ -8,10 +8,12 @@ When Redis is unreachable the answer still comes from PostgreSQL: Redis is only 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import asyncpg
 from redis.exceptions import RedisError
 
+from services.query.redis_reader import PipelinedReader
 from shared.membership_cache import MembershipCache, load_user_memberships, parse_members
 
 log = logging.getLogger(__name__)
@@ -20,9 +22,16 @@ log = logging.getLogger(__name__)
 class Memberships:
     """Reads one environment user's memberships for the query service."""
 
-    def __init__(self, cache: MembershipCache, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, cache: MembershipCache, pool: asyncpg.Pool, reader: PipelinedReader | None = None
+    ) -> None:
         self.cache = cache
         self.pool = pool
+        #: The hot read goes through the pipelined connection when there is one.
+        self.smembers = reader.smembers if reader is not None else self._smembers
+
+    async def _smembers(self, key: str) -> Any:
+        return await self.cache.redis.smembers(key)  # type: ignore[misc]
 
     async def read(self, env_id: int, user_id: str) -> tuple[bool, set[int]]:
         """(known, segment ids) of ``user_id`` (a userId or an anonymous id).
@@ -31,7 +40,7 @@ class Memberships:
         a user is a member of nothing, not even "All users".
         """
         try:
-            raw = await self.cache.redis.smembers(self.cache.key(env_id, user_id))  # type: ignore[misc]
+            raw = await self.smembers(self.cache.key(env_id, user_id))
         except RedisError as exc:
             log.warning("redis read failed, answering from PostgreSQL: %s", exc)
             return await self._load(env_id, user_id, refill=False)
