@@ -11,10 +11,12 @@ the query service refilling after a miss) can land in any order and the newest s
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from shared.db import Conn
 from shared.redis_keys import membership_key
@@ -61,7 +63,7 @@ class MembershipCache:
     def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
-        self._replace = redis.register_script(_REPLACE_IF_NEWER)
+        self._sha = hashlib.sha1(_REPLACE_IF_NEWER.encode()).hexdigest()  # noqa: S324
 
     def key(self, env_id: int, user_id: str) -> str:
         return membership_key(self.prefix, env_id, user_id)
@@ -78,8 +80,24 @@ class MembershipCache:
         """Store one user's complete set unless Redis already holds a newer one."""
         ttl = SET_TTL if version > 0 else UNKNOWN_TTL
         await self._replace(
-            keys=[self.key(env_id, user_id)], args=[version, ttl, *map(str, segments)]
+            [(self.key(env_id, user_id), [str(version), str(ttl), *map(str, segments)])]
         )
+
+    async def _replace(self, calls: list[tuple[str, list[str]]]) -> None:
+        """Run the replace-if-newer script once per (key, args), pipelined, by EVALSHA; the
+        script is loaded on the first NOSCRIPT (a new or flushed Redis) and the batch re-run
+        (the script is idempotent)."""
+        for attempt in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            for key, args in calls:
+                pipe.evalsha(self._sha, 1, key, *args)
+            try:
+                await pipe.execute()
+                return
+            except NoScriptError:
+                if attempt:
+                    raise
+                await self.redis.script_load(_REPLACE_IF_NEWER)
 
     async def write_many(
         self,
@@ -90,14 +108,12 @@ class MembershipCache:
         """Store many users' complete sets ({user_id: (version, segment ids)}), pipelined."""
         items = list(sets.items())
         for start in range(0, len(items), chunk):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for user_id, (version, segments) in items[start : start + chunk]:
-                    await self._replace(
-                        keys=[self.key(env_id, user_id)],
-                        args=[version, SET_TTL, *map(str, segments)],
-                        client=pipe,
-                    )
-                await pipe.execute()
+            await self._replace(
+                [
+                    (self.key(env_id, user_id), [str(version), str(SET_TTL), *map(str, segments)])
+                    for user_id, (version, segments) in items[start : start + chunk]
+                ]
+            )
 
     async def forget(self, env_id: int, user_ids: Iterable[str]) -> None:
         keys = [self.key(env_id, u) for u in user_ids]

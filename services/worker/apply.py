@@ -383,6 +383,7 @@ async def apply_messages(
     state = await _load(conn, env_id, ordered)
     for msg in ordered:
         _apply(state, msg)
+    linked = set(state.new_links)
     real = await _write_profiles(conn, state)
     await _write_rest(conn, state, real)
 
@@ -404,8 +405,13 @@ async def apply_messages(
         new[p.pk] = segments.evaluate(subject, (segments.manual[k] for k in keys), now)
     changes = await write_memberships(conn, env_id, old, new, "message")
 
+    # Redis needs a write only where the answer changed: a user whose memberships are the
+    # same keeps a correct set (or none, refilled on demand). Merges and new anonymous links
+    # change what an anonymous id's key must answer.
     redis_sets: dict[str, tuple[int, set[int]]] = {}
     for p in profiles:
+        if new[p.pk] == old.get(p.pk) and not p.merged_from and not (p.anon_ids & linked):
+            continue
         for key in ({p.user_id} if p.user_id is not None else set()) | p.anon_ids:
             redis_sets[key] = (p.version, new[p.pk])
     return BatchResult(redis_sets, len(messages), changes)

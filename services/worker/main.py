@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+import uvloop
 from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import Worker
@@ -155,6 +156,7 @@ def run_worker(settings: Settings) -> None:
     """Run the worker in the foreground until SIGINT/SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("arq").setLevel(logging.WARNING)  # one line per job is noise here
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # arq takes the policy's loop
     build_worker(settings).run()
 
 
