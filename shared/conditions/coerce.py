@@ -68,7 +68,8 @@ def to_text(value: Any) -> str | None:
     if kind is bool:
         return "true" if value else "false"
     if kind is int:
-        return str(value)
+        # str() refuses ints of more than 4300 digits; Decimal formats any int exactly
+        return str(value) if -(10**18) < value < 10**18 else format(Decimal(value), "f")
     if kind is float:
         return float_text(value)
     return None

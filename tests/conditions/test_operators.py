@@ -214,3 +214,15 @@ async def test_bucket_matches_an_independent_md5(profiles: Profiles) -> None:
         profiles.subjects
     ) - {"anonymous"}
     assert await profiles.matches({"bucket": {"seed": "rollout", "from": 7, "to": 7}}) == set()
+
+
+async def test_huge_numbers_read_the_same(profiles: Profiles) -> None:
+    huge = 10**100 + 7  # beyond int64 (the encoders refuse ints past 4300 digits anyway)
+    await profiles.add_all({"huge": {"x": huge}, "small": {"x": 7}})
+    assert await profiles.matches({"attribute": "x", "op": "ends_with", "value": "0007"}) == {
+        "huge"
+    }
+    assert await profiles.matches({"attribute": "x", "op": "gt", "value": 1e99}) == {"huge"}
+    assert await profiles.matches({"attribute": "x", "op": "after", "value": "9999-12-31"}) == {
+        "huge"
+    }
