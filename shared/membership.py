@@ -133,18 +133,53 @@ async def write_memberships(
             [u for _, u in exited],
         )
     changes = [(s, u, True) for s, u in entered] + [(s, u, False) for s, u in exited]
-    if changes:
-        await conn.execute(
-            """INSERT INTO membership_changes (env_id, segment_id, user_pk, entered, cause)
-               SELECT $1, s, u, e, $5 FROM unnest($2::bigint[], $3::bigint[], $4::bool[])
-                 AS x(s, u, e)""",
-            env_id,
-            [c[0] for c in changes],
-            [c[1] for c in changes],
-            [c[2] for c in changes],
-            cause,
-        )
+    await record_changes(
+        conn,
+        env_id,
+        [c[0] for c in changes],
+        [c[1] for c in changes],
+        [c[2] for c in changes],
+        cause,
+    )
     return len(changes)
+
+
+_RECORD_CHANGES = """
+WITH changes AS (
+    INSERT INTO membership_changes (env_id, segment_id, user_pk, entered, cause)
+    SELECT $1, s, u, e, $5 FROM unnest($2::bigint[], $3::bigint[], $4::bool[]) AS x(s, u, e)
+    RETURNING id, segment_id, user_pk, entered, at
+)
+INSERT INTO webhook_deliveries (env_id, webhook_id, change_id, payload)
+SELECT $1, w.id, c.id, jsonb_build_object(
+           'type', CASE WHEN c.entered THEN 'segment.entered' ELSE 'segment.exited' END,
+           'id', c.id::text,
+           'at', c.at,
+           'cause', $5,
+           'userId', u.user_id,
+           'segment', jsonb_build_object('id', g.id::text, 'key', g.key, 'name', g.name))
+FROM changes c
+JOIN webhooks w ON w.env_id = $1 AND w.active
+     AND (w.segment_ids IS NULL OR c.segment_id = ANY (w.segment_ids))
+     AND CASE WHEN c.entered THEN w.on_entered ELSE w.on_exited END
+JOIN segments g ON g.env_id = $1 AND g.id = c.segment_id
+JOIN users u ON u.env_id = $1 AND u.id = c.user_pk AND u.user_id IS NOT NULL
+"""
+
+
+async def record_changes(
+    conn: Conn,
+    env_id: int,
+    segment_ids: list[int],
+    user_pks: list[int],
+    entered: list[bool],
+    cause: str,
+) -> None:
+    """Log membership entries/exits and, in the same statement, queue a delivery for every
+    webhook subscribed to them (an outbox: committed with the change, sent by the worker).
+    Only identified users are announced to webhooks."""
+    if segment_ids:
+        await conn.execute(_RECORD_CHANGES, env_id, segment_ids, user_pks, entered, cause)
 
 
 class RecomputeResult(msgspec.Struct, frozen=True):
@@ -224,14 +259,13 @@ async def _recompute_locked(
         exited_pks = [r["user_pk"] for r in exited]
         changed = entered_pks + exited_pks
         if changed:
-            await conn.execute(
-                """INSERT INTO membership_changes (env_id, segment_id, user_pk, entered, cause)
-                   SELECT $1, $2, u, e, 'recompute'
-                   FROM unnest($3::bigint[], $4::bool[]) AS x(u, e)""",
+            await record_changes(
+                conn,
                 env_id,
-                segment_id,
+                [segment_id] * len(changed),
                 changed,
                 [True] * len(entered_pks) + [False] * len(exited_pks),
+                "recompute",
             )
             # Lock in id order (as the worker does) and bump versions so Redis takes our sets.
             await conn.execute(
