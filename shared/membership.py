@@ -42,6 +42,8 @@ class EnvSegments(msgspec.Struct, frozen=True):
     dynamic: tuple[DynamicSegment, ...]
     #: manual segment key -> id
     manual: Mapping[str, int]
+    #: whether any dynamic segment has tag conditions (the worker then loads users' tags)
+    uses_tags: bool = False
 
     @property
     def manual_ids(self) -> frozenset[int]:

@@ -60,6 +60,7 @@ class WireMessage(msgspec.Struct, kw_only=True):
     attributes: dict[str, Any] | None = None
     membership: dict[str, Any] | None = None
     segments: list[str] | None = None
+    tags: list[Any] | None = None
     event: str | None = None
     name: str | None = None
     category: str | None = None
@@ -78,6 +79,15 @@ class Change(msgspec.Struct, array_like=True, frozen=True):
 
     op: str
     value: Any = None
+
+
+class TagOp(msgspec.Struct, array_like=True, frozen=True):
+    """One tag operation: ``add`` / ``remove`` a key:value tag, ``remove_key`` (every value of
+    ``key``) or ``clear`` (every tag)."""
+
+    op: str
+    key: str = ""
+    value: str = ""
 
 
 class InboxMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -99,6 +109,8 @@ class InboxMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     membership: dict[str, Change] = {}
     #: manual segment operations, in order ("key", "~key", "~", "~*")
     segments: list[str] = []
+    #: identify / group: tag operations on the user, in order
+    tags: list[TagOp] = []
     #: track: the event name; page / screen: "Page Viewed" / "Screen Viewed"
     event: str | None = None
     properties: dict[str, Any] = {}
@@ -218,6 +230,54 @@ def _segment_ops(ops: list[str]) -> list[str]:
     return ops
 
 
+MAX_TAG_OPS = 100
+MAX_TAG_PART = 255
+
+
+def _tag_op(field: str, item: Any) -> TagOp:
+    """A tag operation from ``"Key:Value"`` (add), ``"~Key:Value"`` (remove), ``"~Key"``
+    (remove every value of Key), ``"~"`` (remove all), or an object
+    ``{"key", "value", "remove"?: bool}`` for keys that contain ':'."""
+    if isinstance(item, dict):
+        key, value, remove = item.get("key"), item.get("value"), item.get("remove", False)
+        if not isinstance(key, str) or not isinstance(remove, bool):
+            raise MessageError(field, 'a tag object is {"key": str, "value": str, "remove"?: bool}')
+        if value is None:
+            if not remove:
+                raise MessageError(f"{field}.value", "adding a tag needs a value")
+            op = TagOp("remove_key", key)
+        elif isinstance(value, str):
+            op = TagOp("remove" if remove else "add", key, value)
+        else:
+            raise MessageError(f"{field}.value", "must be a string")
+    elif isinstance(item, str):
+        remove = item.startswith("~")
+        text = item[1:] if remove else item
+        if remove and text in ("", "*"):
+            return TagOp("clear")
+        key, sep, value = text.partition(":")
+        key, value = key.strip(), value.strip()
+        if not sep:
+            if not remove:
+                raise MessageError(field, f'{item!r}: a tag is "Key:Value"')
+            op = TagOp("remove_key", key)
+        else:
+            op = TagOp("remove" if remove else "add", key, value)
+    else:
+        raise MessageError(field, 'a tag is "Key:Value", "~Key:Value", "~Key", "~" or an object')
+    if not op.key or len(op.key) > MAX_TAG_PART or len(op.value) > MAX_TAG_PART:
+        raise MessageError(field, f"tag keys and values are 1-{MAX_TAG_PART} characters")
+    if op.op == "add" and not op.value:
+        raise MessageError(field, "a tag needs a value")
+    return op
+
+
+def _tag_ops(items: list[Any]) -> list[TagOp]:
+    if len(items) > MAX_TAG_OPS:
+        raise MessageError("tags", f"more than {MAX_TAG_OPS} operations")
+    return [_tag_op(f"tags[{i}]", item) for i, item in enumerate(items)]
+
+
 def normalise(wire: WireMessage, received_at: datetime, type_: str | None = None) -> InboxMessage:
     """Validate a wire message and turn it into what the inbox stores.
 
@@ -265,6 +325,8 @@ def normalise(wire: WireMessage, received_at: datetime, type_: str | None = None
         msg.attributes = flatten_attributes(attr_field, source)
         if wire.segments is not None:
             msg.segments = _segment_ops(wire.segments)
+        if wire.tags is not None:
+            msg.tags = _tag_ops(wire.tags)
     if kind == "group":
         group_id = normalise_id("groupId", wire.groupId)
         if group_id is None:

@@ -280,3 +280,62 @@ async def test_events_are_stored(worker: Worker, env: EnvironmentKeys) -> None:
         ("Page Viewed", {"name": "Home"}),
     ]
     assert msgspec.json.encode(rows[0]["properties"]) == b'{"k":"v"}'
+
+
+async def _tags_of(worker: Worker, env_id: int, user_id: str) -> set[tuple[str, str]]:
+    rows = await worker.pool.fetch(
+        """SELECT t.key, t.value FROM user_tags ut
+           JOIN tags t ON t.env_id = ut.env_id AND t.id = ut.tag_id
+           JOIN users u ON u.env_id = ut.env_id AND u.id = ut.user_pk
+           WHERE ut.env_id = $1 AND u.user_id = $2""",
+        env_id,
+        user_id,
+    )
+    return {(r["key"], r["value"]) for r in rows}
+
+
+async def test_tags_from_identify_apply_in_order(worker: Worker, env: EnvironmentKeys) -> None:
+    await worker.send(
+        env.id,
+        {
+            "type": "identify",
+            "userId": "t",
+            "timestamp": T0,
+            "tags": ["Department:Sales", "Location:Dallas", "Location:Paris", "Role:Lead"],
+        },
+    )
+    await worker.drain()
+    assert await _tags_of(worker, env.id, "t") == {
+        ("Department", "Sales"),
+        ("Location", "Dallas"),
+        ("Location", "Paris"),
+        ("Role", "Lead"),
+    }
+    await worker.send(
+        env.id,
+        {
+            "type": "identify",
+            "userId": "t",
+            "timestamp": T1,
+            "tags": ["~Location", "~Role:Lead", {"key": "a:b", "value": "c"}],
+        },
+    )
+    await worker.drain()
+    assert await _tags_of(worker, env.id, "t") == {("Department", "Sales"), ("a:b", "c")}
+    await worker.send(
+        env.id, {"type": "identify", "userId": "t", "timestamp": T2, "tags": ["~", "X:1"]}
+    )
+    await worker.drain()
+    assert await _tags_of(worker, env.id, "t") == {("X", "1")}
+
+
+async def test_anonymous_tags_move_to_the_identified_user(
+    worker: Worker, env: EnvironmentKeys
+) -> None:
+    await worker.send(env.id, {"type": "identify", "anonymousId": "ta", "tags": ["Source:Ad"]})
+    await worker.drain()
+    await worker.send(
+        env.id, {"type": "identify", "userId": "tu", "anonymousId": "ta", "tags": ["Plan:Pro"]}
+    )
+    await worker.drain()
+    assert await _tags_of(worker, env.id, "tu") == {("Source", "Ad"), ("Plan", "Pro")}
