@@ -52,6 +52,19 @@ async def _create_env(dsn: str, name: str, write_key: str | None, secret_key: st
     return msgspec.json.encode(keys)
 
 
+async def _enqueue_rebuild(settings: Settings) -> None:
+    from arq.connections import RedisSettings, create_pool
+
+    from shared.redis_keys import queue_name
+
+    assert settings.redis_url is not None
+    arq = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    try:
+        await arq.enqueue_job("rebuild_cache", _queue_name=queue_name(settings.redis_prefix))
+    finally:
+        await arq.aclose()
+
+
 def run_service(service: str, settings: Settings) -> None:
     """Run one service in the foreground until it is stopped."""
     _require_urls(settings)
@@ -112,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     create.add_argument("name")
     create.add_argument("--write-key")
     create.add_argument("--secret-key")
+    sub.add_parser("rebuild-cache", help="ask the worker to refill Redis from PostgreSQL")
     run = sub.add_parser("run", help="run one service")
     run.add_argument("service", choices=SERVICES)
     check = sub.add_parser("check", help="exit 0 when a service is healthy")
@@ -136,6 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "create-env":
         dsn, _ = _require_urls(settings)
         print(asyncio.run(_create_env(dsn, args.name, args.write_key, args.secret_key)).decode())
+    elif args.command == "rebuild-cache":
+        _require_urls(settings)
+        asyncio.run(_enqueue_rebuild(settings))
+        print("rebuild enqueued; the worker logs when it is done")
     elif args.command == "run":
         run_service(args.service, settings)
     elif args.command == "check":

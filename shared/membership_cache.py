@@ -162,3 +162,37 @@ async def load_memberships_by_pk(
     """{user_id: (membership_version, segment ids)} for identified users among ``user_pks``."""
     rows = await conn.fetch(_LOAD_MANY, env_id, user_pks)
     return {r["user_id"]: (r["version"], list(r["segments"])) for r in rows}
+
+
+async def rebuild_cache(
+    pool: asyncpg.Pool, cache: MembershipCache, env_id: int | None = None, chunk: int = 5000
+) -> int:
+    """Refill every identified user's Redis set from PostgreSQL (all environments, or one);
+    returns how many sets were written. Sets are replaced only by newer versions, so this can
+    run while the worker writes."""
+    written = 0
+    envs = (
+        [env_id]
+        if env_id is not None
+        else [r["id"] for r in await pool.fetch("SELECT id FROM environments ORDER BY id")]
+    )
+    for env in envs:
+        after = 0
+        while True:
+            pks = [
+                r["id"]
+                for r in await pool.fetch(
+                    """SELECT id FROM users WHERE env_id = $1 AND id > $2
+                         AND user_id IS NOT NULL ORDER BY id LIMIT $3""",
+                    env,
+                    after,
+                    chunk,
+                )
+            ]
+            if not pks:
+                break
+            sets = await load_memberships_by_pk(pool, env, pks)
+            await cache.write_many(env, sets)
+            written += len(sets)
+            after = pks[-1]
+    return written

@@ -26,3 +26,9 @@ def membership_key(prefix: str, env_id: int, user_id: str) -> str:
 def drain_job_id(prefix: str) -> str:
     """arq job id of the inbox drain: one id, so a burst of requests makes one job."""
     return f"{prefix}:drain"
+
+
+def cache_marker_key(prefix: str) -> str:
+    """Set by the worker when it has (re)built the membership cache: if Redis loses it
+    (restart, FLUSHALL), the worker's sweep notices and rebuilds."""
+    return f"{prefix}:cache-built"

@@ -25,8 +25,8 @@ from arq.worker import Worker
 from services.worker.drain import DrainStats, drain_round
 from shared.db import create_pool
 from shared.membership import SegmentCatalog, recompute_segment, stale_recomputes
-from shared.membership_cache import MembershipCache
-from shared.redis_keys import queue_name
+from shared.membership_cache import MembershipCache, rebuild_cache
+from shared.redis_keys import cache_marker_key, queue_name
 from shared.settings import Settings
 
 log = logging.getLogger("segments.worker")
@@ -86,11 +86,30 @@ async def sweep(ctx: dict[str, Any]) -> int:
     """Cron: catch inbox rows whose drain job was lost (Redis restarted, worker killed), and
     segments left 'computing' by a lost recompute job."""
     drained = await drain(ctx)
+    await _rebuild_if_flushed(ctx)
     for env_id, segment_id in await stale_recomputes(ctx["pool"], STALE_RECOMPUTE_SECONDS):
         await recompute_segment(
             ctx["pool"], ctx["cache"], env_id, segment_id, datetime.now(UTC), wait=False
         )
     return drained
+
+
+async def _rebuild_if_flushed(ctx: dict[str, Any]) -> None:
+    """A missing marker key means Redis lost our data (restart, FLUSHALL): queries fall back
+    to PostgreSQL meanwhile, and a rebuild refills every set."""
+    settings: Settings = ctx["settings"]
+    marker = cache_marker_key(settings.redis_prefix)
+    if await ctx["cache_redis"].set(marker, "1", nx=True):
+        await ctx["redis"].enqueue_job(
+            "rebuild_cache", _job_id=f"{settings.redis_prefix}:rebuild", _queue_name=ctx["queue"]
+        )
+
+
+async def rebuild(ctx: dict[str, Any], env_id: int | None = None) -> int:
+    """Job: refill the Redis membership sets from PostgreSQL."""
+    written = await rebuild_cache(ctx["pool"], ctx["cache"], env_id)
+    log.info("membership cache rebuilt: %d sets", written)
+    return written
 
 
 async def prune(ctx: dict[str, Any]) -> None:
@@ -132,6 +151,7 @@ def build_worker(settings: Settings) -> Worker:
         functions=[
             func(drain, name="drain", keep_result=0, max_tries=1000, timeout=DRAIN_TIMEOUT),
             func(recompute, name="recompute_segment", keep_result=0, max_tries=5),
+            func(rebuild, name="rebuild_cache", keep_result=0, max_tries=3),
         ],
         cron_jobs=[
             cron(sweep, second=_every(settings.sweep_seconds), run_at_startup=True, unique=True),
@@ -141,7 +161,7 @@ def build_worker(settings: Settings) -> Worker:
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
         on_startup=_startup,
         on_shutdown=_shutdown,
-        ctx={"settings": settings},
+        ctx={"settings": settings, "queue": queue_name(settings.redis_prefix)},
         health_check_interval=HEALTH_CHECK_INTERVAL,
         # arq polls its queue; the default 0.5 s would be most of our freshness budget
         poll_delay=POLL_DELAY,
