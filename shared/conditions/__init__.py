@@ -21,8 +21,14 @@ from shared.conditions.model import (
     Subject,
     Tag,
 )
-from shared.conditions.parse import condition_to_json, parse_condition, referenced_segments
+from shared.conditions.parse import condition_to_json, parse_condition
 from shared.conditions.python_engine import compile_python
+from shared.conditions.references import (
+    referenced_attributes,
+    referenced_events,
+    referenced_segments,
+    uses_time,
+)
 from shared.conditions.sql_engine import compile_sql
 
 __all__ = [
@@ -41,5 +47,8 @@ __all__ = [
     "compile_sql",
     "condition_to_json",
     "parse_condition",
+    "referenced_attributes",
+    "referenced_events",
     "referenced_segments",
+    "uses_time",
 ]

@@ -6,6 +6,7 @@ into these Structs; both engines compile from them, never from raw JSON.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
@@ -95,13 +96,22 @@ Group: TypeAlias = AllOf | AnyOf | NoneOf
 
 
 class Subject(msgspec.Struct):
-    """One user as the Python engine sees it: the row of ``users`` with decoded attributes.
+    """One user as the Python engine sees it: the row of ``users`` with decoded attributes,
+    and what the other leaves read (each with an empty default, so older constructors work):
 
-    Later issues add companies, tags, segment memberships and event counts as fields with
-    defaults, so existing constructors keep working."""
+    - ``tags``: the user's tags as (key, value) pairs;
+    - ``companies``: the attributes of each company the user belongs to;
+    - ``segments``: ids of the segments the user is a member of (for segment leaves; the
+      caller fills it in dependency order);
+    - ``events``: event name -> {UTC epoch day number: count} (only the names the conditions
+      use need to be there; see :func:`shared.conditions.referenced_events`)."""
 
     user_pk: int
     user_id: str | None
     attributes: dict[str, Any]
     first_seen_at: datetime
     last_seen_at: datetime
+    tags: frozenset[tuple[str, str]] = frozenset()
+    companies: tuple[dict[str, Any], ...] = ()
+    segments: frozenset[int] = frozenset()
+    events: Mapping[str, Mapping[int, int]] = msgspec.field(default_factory=dict)

@@ -139,9 +139,9 @@ class _Parser:
         else:
             count = _count(value, f"{path}.value")
         days = obj.get("withinDays")
-        if days is not None and (type(days) is not int or not 0 <= days <= MAX_DAYS):
+        if days is not None and (type(days) is not int or not 1 <= days <= MAX_DAYS):
             raise ConditionError(
-                f"{path}.withinDays", f"expected a whole number of days from 0 to {MAX_DAYS}"
+                f"{path}.withinDays", f"expected a whole number of days from 1 to {MAX_DAYS}"
             )
         return Event(name, op, count, days)
 
@@ -234,13 +234,3 @@ def condition_to_json(cond: Condition) -> Any:
 def retyped(cond: Condition, types: Mapping[str, str] | None) -> Condition:
     """``cond`` re-resolved against ``types`` (unchanged when ``types`` is None)."""
     return cond if types is None else parse_condition(condition_to_json(cond), types)
-
-
-def referenced_segments(cond: Condition) -> set[str]:
-    """Keys or ids (as strings) of the segments a condition refers to."""
-    if isinstance(cond, AllOf | AnyOf | NoneOf):
-        found: set[str] = set()
-        for child in cond.children:
-            found |= referenced_segments(child)
-        return found
-    return {str(cond.segment)} if isinstance(cond, SegmentRef) else set()

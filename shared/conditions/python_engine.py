@@ -29,15 +29,19 @@ from shared.conditions.model import (
     Attribute,
     Bucket,
     Condition,
-    ConditionError,
+    Event,
     NoneOf,
+    SegmentRef,
     Subject,
+    Tag,
 )
 from shared.conditions.operators import CI_OPERATORS, NEGATION, typed_value
 from shared.conditions.parse import retyped
+from shared.conditions.references import resolve_segment
 
 Predicate = Callable[[Subject, datetime], bool]
-Reader = Callable[[Subject], Any]
+Reader = Callable[[Mapping[str, Any]], Any]
+AttributesTest = Callable[[Mapping[str, Any], datetime], bool]
 _TYPED_READERS: dict[str, Callable[[Any], Any]] = {
     "string": to_text,
     "number": to_number,
@@ -63,26 +67,48 @@ class _Clock:
         return self.us
 
 
-def compile_python(cond: Condition, types: Mapping[str, str] | None = None) -> Predicate:
+def compile_python(
+    cond: Condition,
+    types: Mapping[str, str] | None = None,
+    segments: Mapping[str, int] | None = None,
+) -> Predicate:
     """Compile a parsed condition into ``predicate(subject, now) -> bool``.
 
-    ``types`` (attribute name -> declared type) re-resolves the leaves' types when given.
-    Raises ConditionError for leaves whose evaluation is not available yet."""
-    return _compile(retyped(cond, types), "$", _Clock())
+    ``types`` (attribute name -> declared type; company names prefixed "company:")
+    re-resolves the leaves' types when given. ``segments`` (segment key or id as a string ->
+    id) resolves segment leaves, which then test ``subject.segments``. Raises ConditionError
+    (with the node's JSON path) for a segment leaf naming a segment not in ``segments``."""
+    return _compile(retyped(cond, types), "$", _Context(_Clock(), segments))
 
 
-def _compile(cond: Condition, path: str, clock: _Clock) -> Predicate:
+class _Context:
+    __slots__ = ("clock", "segments")
+
+    def __init__(self, clock: _Clock, segments: Mapping[str, int] | None) -> None:
+        self.clock = clock
+        self.segments = segments
+
+
+def _compile(cond: Condition, path: str, ctx: _Context) -> Predicate:
     if isinstance(cond, AllOf | AnyOf | NoneOf):
         key = "all" if isinstance(cond, AllOf) else "any" if isinstance(cond, AnyOf) else "none"
-        parts = tuple(_compile(c, f"{path}.{key}[{i}]", clock) for i, c in enumerate(cond.children))
+        parts = tuple(_compile(c, f"{path}.{key}[{i}]", ctx) for i, c in enumerate(cond.children))
         return _group(key, parts)
     if isinstance(cond, Attribute):
-        if cond.scope != "user":
-            raise ConditionError(path, "company-scope attributes are not supported yet")
-        return _attribute(cond, clock)
+        if cond.scope == "company":
+            return _company(attribute_test(cond, ctx.clock))
+        if cond.attribute in COLUMN_ATTRIBUTES:
+            return _column(cond, ctx.clock)
+        test = attribute_test(cond, ctx.clock)
+        return lambda subject, now: test(subject.attributes, now)
     if isinstance(cond, Bucket):
         return _bucket(cond)
-    raise ConditionError(path, f"{type(cond).__name__} conditions are not supported yet")
+    if isinstance(cond, Tag):
+        return _tag(cond)
+    if isinstance(cond, SegmentRef):
+        segment_id = resolve_segment(cond, ctx.segments, path)
+        return lambda subject, now: segment_id in subject.segments
+    return _event(cond, ctx.clock)
 
 
 def _group(key: str, parts: tuple[Predicate, ...]) -> Predicate:
@@ -107,39 +133,119 @@ def _group(key: str, parts: tuple[Predicate, ...]) -> Predicate:
     return lambda subject, now: not any_of(subject, now)
 
 
-def _reader(leaf: Attribute, ci: bool) -> Reader:
-    """subject -> the attribute coerced to the leaf's type (folded when ``ci``), or None."""
+def attribute_reader(leaf: Attribute, ci: bool = False) -> Reader:
+    """attributes dict -> the leaf's attribute coerced to its type (folded when ``ci``), or
+    None when missing (absent, null or unreadable as the type). Not for column attributes."""
     name = leaf.attribute
-    if name in COLUMN_ATTRIBUTES:
-        return lambda s: datetime_us(getattr(s, name))
     if leaf.type is None:  # untyped is_set: any value but null and []
-        return lambda s: None if (v := s.attributes.get(name)) is None or v == [] else v
+        return lambda a: None if (v := a.get(name)) is None or v == [] else v
     coerce = _TYPED_READERS[leaf.type]
     if ci and leaf.type == "string":
-        return lambda s: None if (t := to_text(s.attributes.get(name))) is None else fold(t)
+        return lambda a: None if (t := to_text(a.get(name))) is None else fold(t)
     if ci and leaf.type == "list":
-        return lambda s: (
-            None if (xs := to_list(s.attributes.get(name))) is None else [fold(x) for x in xs]
-        )
-    return lambda s: coerce(s.attributes.get(name))
+        return lambda a: None if (xs := to_list(a.get(name))) is None else [fold(x) for x in xs]
+    return lambda a: coerce(a.get(name))
 
 
-def _attribute(leaf: Attribute, clock: _Clock) -> Predicate:
+def _uses_ci(leaf: Attribute) -> bool:
     op = NEGATION.get(leaf.op, leaf.op)
-    ci = leaf.ci and op in CI_OPERATORS and leaf.type in ("string", "list")
-    read = _reader(leaf, ci)
-    value = typed_value(leaf)
-    if ci:
-        value = tuple(fold(v) for v in value) if isinstance(value, tuple) else fold(value)
-    test = _test(op, value, leaf.type, clock)
+    return leaf.ci and op in CI_OPERATORS and leaf.type in ("string", "list")
 
-    def positive(subject: Subject, now: datetime) -> bool:
-        x = read(subject)
+
+def _value_test(leaf: Attribute, clock: _Clock) -> Callable[[Any, datetime], bool]:
+    """(coerced attribute value, now) -> bool for the leaf's positive operator."""
+    value = typed_value(leaf)
+    if _uses_ci(leaf):
+        value = tuple(fold(v) for v in value) if isinstance(value, tuple) else fold(value)
+    return _test(NEGATION.get(leaf.op, leaf.op), value, leaf.type, clock)
+
+
+def attribute_test(leaf: Attribute, clock: _Clock | None = None) -> AttributesTest:
+    """(attributes dict, now) -> whether the leaf holds on those attributes (negative
+    operators included: they hold exactly when their positive twin does not)."""
+    read = attribute_reader(leaf, _uses_ci(leaf))
+    test = _value_test(leaf, clock or _Clock())
+
+    def positive(attributes: Mapping[str, Any], now: datetime) -> bool:
+        x = read(attributes)
         return x is not None and test(x, now)
 
-    if op == leaf.op:
+    if leaf.op not in NEGATION:
+        return positive
+    return lambda attributes, now: not positive(attributes, now)
+
+
+def _column(leaf: Attribute, clock: _Clock) -> Predicate:
+    name = leaf.attribute
+    test = _value_test(leaf, clock)
+    positive: Predicate = lambda subject, now: test(datetime_us(getattr(subject, name)), now)  # noqa: E731
+    if leaf.op not in NEGATION:
         return positive
     return lambda subject, now: not positive(subject, now)
+
+
+def _company(test: AttributesTest) -> Predicate:
+    """A company-scope leaf: holds when it holds for any of the user's companies."""
+
+    def any_company(subject: Subject, now: datetime) -> bool:
+        for company in subject.companies:
+            if test(company, now):
+                return True
+        return False
+
+    return any_company
+
+
+def _tag(leaf: Tag) -> Predicate:
+    key, value = leaf.key, leaf.value
+    if value is not None:
+        pair = (key, value)
+        return lambda subject, now: pair in subject.tags
+
+    def has_key(subject: Subject, now: datetime) -> bool:
+        for k, _ in subject.tags:
+            if k == key:
+                return True
+        return False
+
+    return has_key
+
+
+def event_count(counts: Mapping[int, int] | None, within_days: int | None, now_us: int) -> int:
+    """The events counted by an event leaf: every day's count, or with ``within_days`` N the
+    days d >= today - N + 1 (today = the UTC day of ``now``, as an epoch day number)."""
+    if not counts:
+        return 0
+    if within_days is None:
+        return sum(counts.values())
+    start = now_us // US_PER_DAY - within_days + 1
+    return sum(n for day, n in counts.items() if day >= start)
+
+
+def count_test(op: str, value: int | tuple[int, int]) -> Callable[[int], bool]:
+    """count -> bool for an event leaf's operator."""
+    if isinstance(value, tuple):
+        lo, hi = value
+        return lambda n: lo <= n <= hi
+    v = value
+    return {
+        "is": lambda n: n == v,
+        "not": lambda n: n != v,
+        "lt": lambda n: n < v,
+        "lte": lambda n: n <= v,
+        "gt": lambda n: n > v,
+        "gte": lambda n: n >= v,
+    }[op]
+
+
+def _event(leaf: Event, clock: _Clock) -> Predicate:
+    name, days = leaf.event, leaf.within_days
+    test = count_test(leaf.op, leaf.value)
+
+    def counted(subject: Subject, now: datetime) -> bool:
+        return test(event_count(subject.events.get(name), days, clock(now)))
+
+    return counted
 
 
 def _test(op: str, v: Any, kind: str | None, clock: _Clock) -> Callable[[Any, datetime], bool]:

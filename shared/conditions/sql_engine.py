@@ -21,11 +21,15 @@ from shared.conditions.model import (
     Attribute,
     Bucket,
     Condition,
-    ConditionError,
+    Event,
     NoneOf,
+    SegmentRef,
+    Tag,
 )
 from shared.conditions.operators import CI_OPERATORS, NEGATION, typed_value
 from shared.conditions.parse import retyped
+from shared.conditions.python_engine import count_test
+from shared.conditions.references import resolve_segment
 
 _COMPARE = {"is": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "before": "<", "after": ">"}
 _ARRAY_TYPE = {"string": "text[]", "number": "numeric[]"}
@@ -57,11 +61,23 @@ def _numeric(value: int | Decimal) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(value)
 
 
+# Aliases of the sub-queries' tables: fixed, and refused as the caller's alias.
+_RESERVED = frozenset({"seg_cm", "seg_c", "seg_ut", "seg_t", "seg_m", "seg_ec", "seg_e"})
+_COUNT_COMPARE = {"is": "=", "not": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+
+
 class _Compiler:
-    def __init__(self, alias: str, params: _Params, now_param: int | None) -> None:
+    def __init__(
+        self,
+        alias: str,
+        params: _Params,
+        now_param: int | None,
+        segments: Mapping[str, int] | None,
+    ) -> None:
         self.alias = alias
         self.params = params
         self.now_sql = "now()" if now_param is None else f"${now_param}::timestamptz"
+        self.segments = segments
 
     def node(self, cond: Condition, path: str) -> str:
         if isinstance(cond, AllOf | AnyOf | NoneOf):
@@ -72,21 +88,28 @@ class _Compiler:
             joined = "(" + " OR ".join(parts) + ")" if parts else "false"
             return joined if key == "any" else f"(NOT {joined})"
         if isinstance(cond, Attribute):
-            if cond.scope != "user":
-                raise ConditionError(path, "company-scope attributes are not supported yet")
-            positive = self.attribute(cond)
-        elif isinstance(cond, Bucket):
-            positive = self.bucket(cond)
-        else:
-            raise ConditionError(path, f"{type(cond).__name__} conditions are not supported yet")
-        if NEGATION.get(getattr(cond, "op", ""), None):
+            if cond.scope == "company":
+                return self.company(cond)
+            return self.two_valued(cond, self.attribute(cond, f"{self.alias}.attributes"))
+        if isinstance(cond, Bucket):
+            return f"coalesce({self.bucket(cond)}, false)"
+        if isinstance(cond, Tag):
+            return self.tag(cond)
+        if isinstance(cond, SegmentRef):
+            return self.segment(resolve_segment(cond, self.segments, path))
+        return self.event(cond)
+
+    @staticmethod
+    def two_valued(leaf: Attribute, positive: str) -> str:
+        """Missing (NULL) is false; a negative operator is NOT its (two-valued) positive."""
+        if leaf.op in NEGATION:
             return f"(NOT coalesce({positive}, false))"
         return f"coalesce({positive}, false)"
 
-    def reader(self, leaf: Attribute, ci: bool) -> str:
-        if leaf.attribute in COLUMN_ATTRIBUTES:
+    def reader(self, leaf: Attribute, ci: bool, source: str) -> str:
+        if leaf.scope == "user" and leaf.attribute in COLUMN_ATTRIBUTES:
             return sc.column_epoch_us(f"{self.alias}.{leaf.attribute}")
-        v = f"({self.alias}.attributes -> {self.params.name(leaf.attribute)})"
+        v = f"({source} -> {self.params.name(leaf.attribute)})"
         if leaf.type is None:
             return v
         if leaf.type == "string":
@@ -100,10 +123,64 @@ class _Compiler:
             return f"({sc.as_epoch_us(v)})"
         return f"({sc.as_list(v, ci)})"
 
-    def attribute(self, leaf: Attribute) -> str:
+    def company(self, leaf: Attribute) -> str:
+        """Holds when the leaf holds for any of the user's companies."""
+        test = self.two_valued(leaf, self.attribute(leaf, "seg_c.attributes"))
+        return (
+            "EXISTS (SELECT 1 FROM company_members seg_cm JOIN companies seg_c "
+            "ON seg_c.env_id = seg_cm.env_id AND seg_c.id = seg_cm.company_pk "
+            f"WHERE seg_cm.env_id = {self.alias}.env_id AND seg_cm.user_pk = {self.alias}.id "
+            f"AND {test})"
+        )
+
+    def tag(self, leaf: Tag) -> str:
+        value = ""
+        if leaf.value is not None:
+            value = f" AND seg_t.value = {self.params.add(leaf.value, 'text')}"
+        return (
+            "EXISTS (SELECT 1 FROM user_tags seg_ut JOIN tags seg_t "
+            "ON seg_t.env_id = seg_ut.env_id AND seg_t.id = seg_ut.tag_id "
+            f"WHERE seg_ut.env_id = {self.alias}.env_id AND seg_ut.user_pk = {self.alias}.id "
+            f"AND seg_t.key = {self.params.add(leaf.key, 'text')}{value})"
+        )
+
+    def segment(self, segment_id: int) -> str:
+        return (
+            "EXISTS (SELECT 1 FROM memberships seg_m "
+            f"WHERE seg_m.env_id = {self.alias}.env_id "
+            f"AND seg_m.segment_id = {self.params.add(segment_id, 'bigint')} "
+            f"AND seg_m.user_pk = {self.alias}.id)"
+        )
+
+    def event(self, leaf: Event) -> str:
+        """The count of the user's events (0 without rows) compared. Written as a semi- or
+        anti-join on the per-user sums, so that a bulk query aggregates the event's counts
+        once instead of probing them for every user: users with no rows count 0, so when
+        0 satisfies the comparison the leaf is "no user row fails it", else "a row passes"."""
+        add = self.params.add
+        window = ""
+        if leaf.within_days is not None:
+            today = f"(({self.now_sql}) AT TIME ZONE 'UTC')::date"
+            window = f" AND seg_ec.day > {today} - {add(leaf.within_days, 'int')}"
+        if isinstance(leaf.value, tuple):
+            lo, hi = leaf.value
+            holds = f"seg_e.n BETWEEN {add(lo, 'bigint')} AND {add(hi, 'bigint')}"
+        else:
+            holds = f"seg_e.n {_COUNT_COMPARE[leaf.op]} {add(leaf.value, 'bigint')}"
+        zero_holds = count_test(leaf.op, leaf.value)(0)
+        return (
+            f"({'NOT ' if zero_holds else ''}EXISTS (SELECT 1 FROM ("
+            "SELECT seg_ec.env_id, seg_ec.user_pk, sum(seg_ec.count) AS n FROM event_counts seg_ec "
+            f"WHERE seg_ec.name = {add(leaf.event, 'text')}{window} GROUP BY 1, 2) seg_e "
+            f"WHERE seg_e.env_id = {self.alias}.env_id AND seg_e.user_pk = {self.alias}.id "
+            f"AND {'NOT ' if zero_holds else ''}({holds})))"
+        )
+
+    def attribute(self, leaf: Attribute, source: str) -> str:
+        """The positive operator's test (NULL when missing) on the jsonb ``source``."""
         op = NEGATION.get(leaf.op, leaf.op)
         ci = leaf.ci and op in CI_OPERATORS and leaf.type in ("string", "list")
-        x = self.reader(leaf, ci)
+        x = self.reader(leaf, ci, source)
         v = typed_value(leaf)
         if ci:
             v = tuple(fold(s) for s in v) if isinstance(v, tuple) else fold(v)
@@ -164,15 +241,20 @@ def compile_sql(
     first_param: int = 1,
     now_param: int | None = None,
     types: Mapping[str, str] | None = None,
+    segments: Mapping[str, int] | None = None,
 ) -> tuple[str, list[Any]]:
     """Compile a parsed condition into ``(where_fragment, params)`` over ``users {alias}``.
 
     Parameters are numbered from ``$first_param``. Time-relative leaves read ``now`` from
     ``$now_param`` (a timestamptz the caller binds) or, when None, the transaction's
-    ``now()``. ``types`` re-resolves the leaves' types when given. Raises ConditionError for
-    leaves whose evaluation is not available yet."""
-    if not alias.isidentifier():
+    ``now()``. ``types`` re-resolves the leaves' types when given. ``segments`` (segment key
+    or id as a string -> id) resolves segment leaves, compiled as EXISTS over ``memberships``;
+    an unknown segment raises ConditionError with the leaf's JSON path.
+
+    Tag, company, segment and event leaves are EXISTS sub-queries correlated on
+    ``{alias}.env_id`` and ``{alias}.id``; the caller restricts ``{alias}.env_id``."""
+    if not alias.isidentifier() or alias in _RESERVED:
         raise ValueError(f"alias must be a plain identifier, not {alias!r}")
     params = _Params(first_param)
-    sql = _Compiler(alias, params, now_param).node(retyped(cond, types), "$")
+    sql = _Compiler(alias, params, now_param, segments).node(retyped(cond, types), "$")
     return sql, params.values

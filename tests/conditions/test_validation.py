@@ -154,15 +154,18 @@ def test_declared_types_change_the_comparison() -> None:
         compile_python(cond, types={"zip": "list"})
 
 
-def test_unsupported_leaves_fail_at_compile_with_their_path() -> None:
-    for obj, path in [
-        ({"all": [{"tag": {"key": "a"}}]}, "$.all[0]"),
-        ({"any": [leaf(scope="company")]}, "$.any[0]"),
-        ({"segment": "x"}, "$"),
-        ({"event": "e", "op": "is", "value": 0}, "$"),
-    ]:
-        cond = parse_condition(obj)
-        for compile_ in (compile_python, compile_sql):
-            with pytest.raises(ConditionError) as caught:
-                compile_(cond)
-            assert caught.value.path == path and "not supported yet" in caught.value.message
+def test_every_leaf_kind_compiles_in_both_engines() -> None:
+    cond = parse_condition(
+        {
+            "all": [
+                {"tag": {"key": "a"}},
+                leaf(scope="company"),
+                {"segment": "x"},
+                {"event": "e", "op": "is", "value": 0, "withinDays": 7},
+                {"bucket": {"seed": "s", "from": 0, "to": 10}},
+            ]
+        }
+    )
+    compile_python(cond, segments={"x": 1})
+    sql, _ = compile_sql(cond, segments={"x": 1})
+    assert sql.count("EXISTS") == 4
