@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import redis.asyncio as aioredis
 from arq.connections import RedisSettings
 from arq.connections import create_pool as create_arq_pool
 from litestar import Litestar, Response, get
@@ -20,6 +21,7 @@ from services.admin.state import Admin, AdminState, provide_env, provide_state
 from services.admin.users.controller import UserController
 from shared.db import create_pool
 from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, error_response
+from shared.membership_cache import MembershipCache
 from shared.redis_keys import queue_name
 from shared.settings import Settings
 
@@ -63,15 +65,19 @@ def create_app(settings: Settings) -> Litestar:
         except BaseException:
             await pool.close()
             raise
+        cache_redis = aioredis.Redis.from_url(redis_url)
         try:
             app.state.admin = AdminState(
                 settings=settings,
                 pool=pool,
                 arq=arq,
                 envs=EnvironmentCache(pool, settings.cache_seconds),
+                redis=cache_redis,
+                cache=MembershipCache(cache_redis, settings.redis_prefix),
             )
             yield
         finally:
+            await cache_redis.aclose()
             await arq.aclose()
             await pool.close()
 

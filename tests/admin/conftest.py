@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 from arq.connections import ArqRedis
@@ -21,6 +23,20 @@ from shared.settings import Settings
 async def admin(settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
     """A client of a fresh admin app, lifespan run."""
     async with AsyncTestClient(app=create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def quiet_settings(settings: Settings) -> Settings:
+    """``settings`` with a Redis prefix no worker listens on: jobs the admin enqueues stay
+    queued (to be inspected) even while the end-to-end stack runs in the same session."""
+    return msgspec.structs.replace(settings, redis_prefix=f"{settings.redis_prefix}:quiet")
+
+
+@pytest.fixture
+async def quiet_admin(quiet_settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+    """An admin app on :func:`quiet_settings`."""
+    async with AsyncTestClient(app=create_app(quiet_settings)) as client:
         yield client
 
 
@@ -50,3 +66,43 @@ async def recompute_enqueued(
         await arq.aclose()
     assert info is not None
     return info.function, tuple(info.args)
+
+
+async def make_user(
+    db: asyncpg.Pool,
+    env: EnvironmentKeys,
+    user_id: str | None,
+    attributes: dict[str, Any] | None = None,
+    anonymous_ids: tuple[str, ...] = (),
+) -> int:
+    """Insert a profile directly (version 1); returns its primary key."""
+    async with db.acquire() as conn, conn.transaction():
+        pk: int = await conn.fetchval(
+            """INSERT INTO users (env_id, user_id, attributes, first_seen_at, last_seen_at,
+                                  membership_version)
+               VALUES ($1, $2, $3, now(), now(), 1) RETURNING id""",
+            env.id,
+            user_id,
+            attributes or {},
+        )
+        for anon in anonymous_ids:
+            await conn.execute(
+                "INSERT INTO identities (env_id, anonymous_id, user_pk) VALUES ($1, $2, $3)",
+                env.id,
+                anon,
+                pk,
+            )
+    return pk
+
+
+async def queued_recomputes(
+    settings: Settings, redis: aioredis.Redis, env_id: int, segment_id: int | str
+) -> list[str]:
+    """Ids of the recompute jobs of one segment waiting on this deployment's arq queue."""
+    prefix = f"{settings.redis_prefix}:recompute:{env_id}:{segment_id}:"
+    queue = queue_name(settings.redis_prefix)
+    return [
+        job
+        for job in await redis.zrange(queue, 0, -1)
+        if (job.decode() if isinstance(job, bytes) else job).startswith(prefix)
+    ]

@@ -9,6 +9,9 @@ from litestar.params import FromPath, FromQuery
 
 from services.admin.bodies import decode_body
 from services.admin.segments import service
+from services.admin.segments.changes import ChangesPage, changes_page
+from services.admin.segments.dependents import enqueue_dependents
+from services.admin.segments.manual import MembersChange, change_members, refresh_cache
 from services.admin.segments.schemas import (
     MembersPage,
     Segment,
@@ -16,10 +19,36 @@ from services.admin.segments.schemas import (
     create_decoder,
     update_decoder,
 )
-from services.admin.state import Admin, Env
+from services.admin.state import Admin, AdminState, Env
+from services.admin.users.refs import refs_decoder
 from shared.http import ApiError
 
 MAX_PAGE = 1000
+
+
+def page_args(limit: int, cursor: str | None) -> int:
+    """The id to continue after, from a ``limit``/``cursor`` pair; 400 when either is bad."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ApiError(400, f"limit: must be between 1 and {MAX_PAGE}", "limit")
+    if not cursor:
+        return 0
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) < 19):
+        raise ApiError(400, "cursor: not a cursor this endpoint returned", "cursor")
+    return int(cursor)
+
+
+async def _members_change(
+    request: Request[Any, Any, Any], admin: AdminState, env_id: int, segment: str, *, add: bool
+) -> MembersChange:
+    body = decode_body(refs_decoder, await request.body())
+    async with admin.pool.acquire() as conn:
+        result = await change_members(conn, env_id, segment, body, add=add)
+        if result.changed:
+            await refresh_cache(conn, admin.cache, env_id, result.changed)
+    if result.created:
+        await admin.enqueue_drain()
+    await enqueue_dependents(admin, env_id, result.dependents)
+    return result.answer
 
 
 class SegmentController(Controller):
@@ -79,13 +108,36 @@ class SegmentController(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> MembersPage:
         """A page of members, in a stable order; pass ``nextCursor`` back as ``cursor``."""
-        if not 1 <= limit <= MAX_PAGE:
-            raise ApiError(400, f"limit: must be between 1 and {MAX_PAGE}", "limit")
-        after = 0
-        if cursor:
-            if not (cursor.isascii() and cursor.isdigit() and len(cursor) < 19):
-                raise ApiError(400, "cursor: not a cursor this endpoint returned", "cursor")
-            after = int(cursor)
+        after = page_args(limit, cursor)
         row = await service.require_segment(admin.pool, env.id, segment)
         ids, next_after = await service.members_page(admin.pool, env.id, row["id"], limit, after)
         return MembersPage(ids, None if next_after is None else str(next_after))
+
+    @post("/{segment:str}/members", status_code=200)
+    async def add_members(
+        self, request: Request[Any, Any, Any], admin: Admin, env: Env, segment: FromPath[str]
+    ) -> MembersChange:
+        """Add users (``{"userIds": [...], "emails": [...]}``) to a manual segment; unknown
+        userIds are created as new users, unknown emails reported."""
+        return await _members_change(request, admin, env.id, segment, add=True)
+
+    @delete("/{segment:str}/members", status_code=200)
+    async def remove_members(
+        self, request: Request[Any, Any, Any], admin: Admin, env: Env, segment: FromPath[str]
+    ) -> MembersChange:
+        """Remove users (same body) from a manual segment; unknown ones are reported."""
+        return await _members_change(request, admin, env.id, segment, add=False)
+
+    @get("/{segment:str}/changes")
+    async def changes(
+        self,
+        admin: Admin,
+        env: Env,
+        segment: FromPath[str],
+        limit: FromQuery[int] = 100,
+        cursor: FromQuery[str | None] = None,
+    ) -> ChangesPage:
+        """The segment's entries and exits, oldest first; follow ``nextCursor``."""
+        after = page_args(limit, cursor)
+        row = await service.require_segment(admin.pool, env.id, segment)
+        return await changes_page(admin.pool, env.id, row["id"], limit, after)

@@ -26,6 +26,40 @@ def segment_refs(node: Any, path: str = "$") -> Iterator[tuple[str, str]]:
                 yield from segment_refs(child, f"{path}.{group}[{i}]")
 
 
+def tag_refs(node: Any) -> Iterator[tuple[str, str | None]]:
+    """(key, value or None for "any value") of every tag leaf under ``node``."""
+    if not isinstance(node, Mapping):
+        return
+    tag = node.get("tag")
+    if isinstance(tag, Mapping) and isinstance(tag.get("key"), str):
+        value = tag.get("value")
+        yield tag["key"], value if isinstance(value, str) else None
+        return
+    for group in GROUPS:
+        children = node.get(group)
+        if isinstance(children, list):
+            for child in children:
+                yield from tag_refs(child)
+
+
+def rename_tag(node: Any, old: tuple[str, str], new: tuple[str, str]) -> Any:
+    """``node`` with every tag leaf naming exactly the tag ``old`` (key and value) renamed to
+    ``new``; leaves naming a key alone are left as they are."""
+    if not isinstance(node, Mapping):
+        return node
+    tag = node.get("tag")
+    if isinstance(tag, Mapping):
+        if (tag.get("key"), tag.get("value")) == old:
+            return {**node, "tag": {**tag, "key": new[0], "value": new[1]}}
+        return node
+    out = dict(node)
+    for group in GROUPS:
+        children = node.get(group)
+        if isinstance(children, list):
+            out[group] = [rename_tag(child, old, new) for child in children]
+    return out
+
+
 class SegmentGraph:
     """An environment's segments (key → id) and their references (id → referenced ids)."""
 
@@ -84,6 +118,34 @@ class SegmentGraph:
                 best = max(best, 1 + self._depth(target, start, [*trail, target], memo))
         memo[node] = best
         return best
+
+    def dependents(self, seg_ids: set[int]) -> set[int]:
+        """Ids of the segments whose conditions refer to any of ``seg_ids``, directly or
+        through other segments."""
+        found: set[int] = set()
+        frontier = set(seg_ids)
+        while frontier:
+            frontier = {s for s, targets in self.edges.items() if targets & frontier} - found
+            found |= frontier
+        return found
+
+    def in_order(self, seg_ids: set[int]) -> list[int]:
+        """``seg_ids`` ordered so that each comes after those of them it refers to."""
+        order: list[int] = []
+        placed: set[int] = set()
+
+        def place(node: int) -> None:
+            if node in placed:
+                return
+            placed.add(node)
+            for target in sorted(self.edges.get(node, ())):
+                if target in seg_ids:
+                    place(target)
+            order.append(node)
+
+        for node in sorted(seg_ids):
+            place(node)
+        return order
 
     def referrers(self, seg_id: int) -> list[str]:
         """Keys of the segments whose conditions refer to ``seg_id``."""

@@ -76,7 +76,7 @@ def normalise_conditions(raw: Any) -> Any:
         raise ApiError(422, str(exc), exc.path) from exc
 
 
-def _as_id(ref: str) -> int | None:
+def as_id(ref: str) -> int | None:
     if ref.isascii() and ref.isdigit() and len(ref) < 19:
         return int(ref)
     return None
@@ -91,7 +91,7 @@ async def find_segment(
               ORDER BY s.key = $2 DESC LIMIT 1"""
     if lock:
         sql += " FOR UPDATE OF s"
-    return await conn.fetchrow(sql, env_id, ref, _as_id(ref))
+    return await conn.fetchrow(sql, env_id, ref, as_id(ref))
 
 
 async def require_segment(conn: Conn | asyncpg.Pool, env_id: int, ref: str) -> asyncpg.Record:
