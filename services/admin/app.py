@@ -18,6 +18,7 @@ from litestar.di import Provide
 
 from services.admin.segments.controller import SegmentController
 from services.admin.state import Admin, AdminState, provide_env, provide_state
+from services.admin.tags.controller import TagController
 from services.admin.users.controller import UserController
 from shared.db import create_pool
 from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, error_response
@@ -82,7 +83,7 @@ def create_app(settings: Settings) -> Litestar:
             await pool.close()
 
     return Litestar(
-        route_handlers=[hello, health, SegmentController, UserController],
+        route_handlers=[hello, health, SegmentController, UserController, TagController],
         dependencies={"admin": Provide(provide_state), "env": Provide(provide_env)},
         lifespan=[lifespan],
         exception_handlers=dict(EXCEPTION_HANDLERS),

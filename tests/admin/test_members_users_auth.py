@@ -116,6 +116,7 @@ async def test_user_profile(admin: Client, env: EnvironmentKeys, db: asyncpg.Poo
             "companies": [
                 {"companyId": "acme", "attributes": {"seats": 50}, "membership": {"role": "admin"}}
             ],
+            "tags": [],
         }
     resp = await admin.get("/v1/users/nobody", headers=secret(env))
     assert resp.status_code == 404

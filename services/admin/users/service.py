@@ -25,6 +25,12 @@ class CompanySummary(msgspec.Struct):
     membership: dict[str, Any]
 
 
+class TagSummary(msgspec.Struct):
+    id: str
+    key: str
+    value: str
+
+
 class UserProfile(msgspec.Struct, kw_only=True):
     """``GET /v1/users/{userId}``. ``userId`` is None for an anonymous profile."""
 
@@ -35,6 +41,7 @@ class UserProfile(msgspec.Struct, kw_only=True):
     lastSeenAt: datetime
     segments: list[SegmentSummary]
     companies: list[CompanySummary]
+    tags: list[TagSummary] = []
 
 
 _FIND = """
@@ -74,6 +81,13 @@ async def user_profile(conn: Conn | asyncpg.Pool, env_id: int, ident: str) -> Us
         env_id,
         pk,
     )
+    tags = await conn.fetch(
+        """SELECT t.id, t.key, t.value FROM user_tags ut
+           JOIN tags t ON t.env_id = ut.env_id AND t.id = ut.tag_id
+           WHERE ut.env_id = $1 AND ut.user_pk = $2 ORDER BY t.key, t.value""",
+        env_id,
+        pk,
+    )
     return UserProfile(
         userId=user["user_id"],
         anonymousIds=[r["anonymous_id"] for r in anonymous],
@@ -84,4 +98,5 @@ async def user_profile(conn: Conn | asyncpg.Pool, env_id: int, ident: str) -> Us
         companies=[
             CompanySummary(r["company_id"], r["attributes"], r["membership"]) for r in companies
         ],
+        tags=[TagSummary(str(r["id"]), r["key"], r["value"]) for r in tags],
     )
