@@ -1,7 +1,7 @@
 """The membership engine: which segments a user belongs to, incrementally and in bulk.
 
-- :class:`SegmentCatalog` loads an environment's segments and compiles each dynamic segment's
-  conditions once per version (Python engine).
+- :class:`~shared.segment_catalog.SegmentCatalog` (re-exported) loads an environment's
+  segments compiled for the Python engine, in dependency order.
 - :func:`write_memberships` stores the new memberships of the users a worker batch touched:
   only the difference with what is stored, with every entry and exit in the change log.
 - :func:`recompute_segment` recomputes one dynamic segment for every user by SQL: the new
@@ -12,80 +12,31 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 import msgspec
 
-from shared.conditions import Subject, compile_python, compile_sql, parse_condition
+from shared.attribute_types import load_types
+from shared.conditions import compile_sql, parse_condition
 from shared.db import Conn
 from shared.membership_cache import MembershipCache, load_memberships_by_pk
+from shared.segment_catalog import DynamicSegment, EnvSegments, SegmentCatalog
+
+__all__ = [
+    "DynamicSegment",
+    "EnvSegments",
+    "RecomputeResult",
+    "SegmentCatalog",
+    "recompute_segment",
+    "record_changes",
+    "stale_recomputes",
+    "stored_memberships",
+    "write_memberships",
+]
 
 log = logging.getLogger(__name__)
-
-Predicate = Callable[[Subject, datetime], bool]
-
-
-class DynamicSegment(msgspec.Struct, frozen=True):
-    id: int
-    key: str
-    version: int
-    predicate: Predicate
-
-
-class EnvSegments(msgspec.Struct, frozen=True):
-    """One environment's segments as the worker needs them."""
-
-    all_users: int | None
-    dynamic: tuple[DynamicSegment, ...]
-    #: manual segment key -> id
-    manual: Mapping[str, int]
-    #: whether any dynamic segment has tag conditions (the worker then loads users' tags)
-    uses_tags: bool = False
-
-    @property
-    def manual_ids(self) -> frozenset[int]:
-        return frozenset(self.manual.values())
-
-    def evaluate(self, subject: Subject, manual_ids: Iterable[int], now: datetime) -> set[int]:
-        """The segment ids ``subject`` belongs to: All users, its manual segments, and every
-        dynamic segment whose conditions hold at ``now``."""
-        result = set(manual_ids)
-        if self.all_users is not None:
-            result.add(self.all_users)
-        for segment in self.dynamic:
-            if segment.predicate(subject, now):
-                result.add(segment.id)
-        return result
-
-
-class SegmentCatalog:
-    """Compiled segments per environment, recompiled only when a segment's version changes."""
-
-    def __init__(self) -> None:
-        self._compiled: dict[tuple[int, int], Predicate] = {}
-
-    async def load(self, conn: Conn, env_id: int) -> EnvSegments:
-        rows = await conn.fetch(
-            "SELECT id, key, kind, version, conditions FROM segments WHERE env_id = $1", env_id
-        )
-        all_users: int | None = None
-        dynamic: list[DynamicSegment] = []
-        manual: dict[str, int] = {}
-        for row in rows:
-            if row["kind"] == "all":
-                all_users = row["id"]
-            elif row["kind"] == "manual":
-                manual[row["key"]] = row["id"]
-            elif row["conditions"] is not None:
-                predicate = self._compiled.get((row["id"], row["version"]))
-                if predicate is None:
-                    predicate = compile_python(parse_condition(row["conditions"]))
-                    self._compiled[(row["id"], row["version"])] = predicate
-                dynamic.append(DynamicSegment(row["id"], row["key"], row["version"], predicate))
-        return EnvSegments(all_users, tuple(dynamic), manual)
 
 
 async def stored_memberships(conn: Conn, env_id: int, user_pks: list[int]) -> dict[int, set[int]]:
@@ -243,8 +194,19 @@ async def _recompute_locked(
         )
         if seg is None or seg["kind"] != "dynamic" or seg["conditions"] is None:
             return None
+        types = await load_types(conn, env_id)
+        names = {
+            name: r["id"]
+            for r in await conn.fetch("SELECT id, key FROM segments WHERE env_id = $1", env_id)
+            for name in (r["key"], str(r["id"]))
+        }
         where, params = compile_sql(
-            parse_condition(seg["conditions"]), alias="u", first_param=3, now_param=2
+            parse_condition(seg["conditions"], types),
+            alias="u",
+            first_param=3,
+            now_param=2,
+            types=types,
+            segments=names,
         )
         await conn.execute(
             f"""CREATE TEMP TABLE new_members ON COMMIT DROP AS
@@ -316,20 +278,3 @@ async def stale_recomputes(conn: Conn, older_than_seconds: float) -> list[tuple[
         older_than_seconds,
     )
     return [(r["env_id"], r["id"]) for r in rows]
-
-
-def subject_of(
-    pk: int,
-    user_id: str | None,
-    attributes: dict[str, Any],
-    first_seen_at: datetime,
-    last_seen_at: datetime,
-) -> Subject:
-    """The Python engine's view of one profile."""
-    return Subject(
-        user_pk=pk,
-        user_id=user_id,
-        attributes=attributes,
-        first_seen_at=first_seen_at,
-        last_seen_at=last_seen_at,
-    )

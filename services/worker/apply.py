@@ -8,18 +8,22 @@ touched users' memberships are re-evaluated and their difference written.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
 from services.worker.companies import CompanyOp
 from services.worker.identity import BatchState, Profile, load_state, ms_to_dt, resolve
 from services.worker.tags import apply_tags
+from services.worker.typing_check import check_types
 from services.worker.writes import write_profiles, write_rest
+from shared.conditions import Subject
 from shared.db import Conn
-from shared.membership import EnvSegments, stored_memberships, subject_of, write_memberships
+from shared.membership import EnvSegments, stored_memberships, write_memberships
 from shared.messages import InboxMessage
 from shared.profiles import apply_changes, apply_segment_ops
 
@@ -75,6 +79,40 @@ def _apply(state: BatchState, msg: InboxMessage) -> Profile:
     return profile
 
 
+async def company_attributes(
+    conn: Conn, env_id: int, user_pks: list[int]
+) -> dict[int, tuple[dict[str, Any], ...]]:
+    """{user pk: attributes of each of the user's companies} (for company-scope conditions)."""
+    out: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    rows = await conn.fetch(
+        """SELECT m.user_pk, c.attributes FROM company_members m
+           JOIN companies c ON c.env_id = m.env_id AND c.id = m.company_pk
+           WHERE m.env_id = $1 AND m.user_pk = ANY($2)""",
+        env_id,
+        user_pks,
+    )
+    for row in rows:
+        out[row["user_pk"]].append(row["attributes"])
+    return {pk: tuple(attrs) for pk, attrs in out.items()}
+
+
+async def event_counts(
+    conn: Conn, env_id: int, user_pks: list[int], names: Iterable[str]
+) -> dict[int, dict[str, dict[int, int]]]:
+    """{user pk: {event name: {UTC epoch day: count}}} for the events conditions read."""
+    out: dict[int, dict[str, dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
+    rows = await conn.fetch(
+        """SELECT user_pk, name, day - DATE '1970-01-01' AS day, count FROM event_counts
+           WHERE env_id = $1 AND user_pk = ANY($2) AND name = ANY($3)""",
+        env_id,
+        user_pks,
+        list(names),
+    )
+    for row in rows:
+        out[row["user_pk"]][row["name"]][row["day"]] = row["count"]
+    return out
+
+
 async def apply_messages(
     conn: Conn,
     env_id: int,
@@ -88,13 +126,16 @@ async def apply_messages(
     state = await load_state(conn, env_id, ordered)
     for msg in ordered:
         _apply(state, msg)
+    state.warnings.extend(await check_types(conn, env_id, ordered, segments.types))
     linked = set(state.new_links)
     real = await write_profiles(conn, state)
     profiles = list(state.profiles.values())
-    await apply_tags(conn, env_id, profiles, everyone=segments.uses_tags)
+    tags = await apply_tags(conn, env_id, profiles, everyone=segments.uses_tags)
     await write_rest(conn, state, real)
 
     pks = [p.pk for p in profiles]
+    companies = await company_attributes(conn, env_id, pks) if segments.uses_companies else {}
+    events = await event_counts(conn, env_id, pks, segments.events) if segments.events else {}
     old = await stored_memberships(conn, env_id, pks)
     manual_by_id = {v: k for k, v in segments.manual.items()}
     new: dict[int, set[int]] = {}
@@ -105,8 +146,15 @@ async def apply_messages(
         keys = apply_segment_ops(
             {manual_by_id[i] for i in merged_manual}, p.manual_ops, segments.manual
         )
-        subject = subject_of(
-            p.pk, p.user_id, p.attributes, ms_to_dt(p.first_seen), ms_to_dt(p.last_seen)
+        subject = Subject(
+            user_pk=p.pk,
+            user_id=p.user_id,
+            attributes=p.attributes,
+            first_seen_at=ms_to_dt(p.first_seen),
+            last_seen_at=ms_to_dt(p.last_seen),
+            tags=tags.get(p.pk, frozenset()),
+            companies=companies.get(p.pk, ()),
+            events=events.get(p.pk, {}),
         )
         new[p.pk] = segments.evaluate(subject, (segments.manual[k] for k in keys), now)
     changes = await write_memberships(conn, env_id, old, new, "message")

@@ -92,6 +92,16 @@ async def write_rest(conn: Conn, state: BatchState, real: dict[int, int]) -> Non
             sources,
         )
         await conn.execute(
+            """INSERT INTO event_counts (env_id, user_pk, name, day, count)
+               SELECT env_id, $2, name, day, sum(count) FROM event_counts
+               WHERE env_id = $1 AND user_pk = ANY($3) GROUP BY env_id, name, day
+               ON CONFLICT (env_id, user_pk, name, day)
+               DO UPDATE SET count = event_counts.count + EXCLUDED.count""",
+            env_id,
+            target.pk,
+            sources,
+        )
+        await conn.execute(
             """INSERT INTO company_members (env_id, user_pk, company_pk, attributes, attr_ts)
                SELECT env_id, $2, company_pk, attributes, attr_ts FROM company_members
                WHERE env_id = $1 AND user_pk = ANY($3)
@@ -116,6 +126,19 @@ async def write_rest(conn: Conn, state: BatchState, real: dict[int, int]) -> Non
             [_json.encode(e[2]).decode() for e in state.events],
             [e[3] for e in state.events],
             [e[4] for e in state.events],
+        )
+        # per-user, per-event, per-UTC-day counts: what event conditions read
+        await conn.execute(
+            """INSERT INTO event_counts (env_id, user_pk, name, day, count)
+               SELECT $1, u, n, (to_timestamp(t / 1000.0) AT TIME ZONE 'UTC')::date, count(*)
+               FROM unnest($2::bigint[], $3::text[], $4::bigint[]) AS x(u, n, t)
+               GROUP BY 2, 3, 4
+               ON CONFLICT (env_id, user_pk, name, day)
+               DO UPDATE SET count = event_counts.count + EXCLUDED.count""",
+            env_id,
+            [real.get(e[0], e[0]) for e in state.events],
+            [e[1] for e in state.events],
+            [e[3] for e in state.events],
         )
     if state.company_ops:
         for name, warning, message_id in await apply_company_ops(conn, env_id, state.company_ops):

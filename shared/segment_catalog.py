@@ -1,0 +1,173 @@
+"""An environment's segments as the worker evaluates them: compiled once per definition,
+in dependency order, with what their conditions need loaded for each user."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+
+import msgspec
+
+from shared.attribute_types import load_types
+from shared.conditions import (
+    ConditionError,
+    Subject,
+    Tag,
+    compile_python,
+    parse_condition,
+    referenced_attributes,
+    referenced_events,
+    referenced_segments,
+    uses_time,
+)
+from shared.conditions.references import leaves
+from shared.db import Conn
+
+log = logging.getLogger(__name__)
+
+Predicate = Callable[[Subject, datetime], bool]
+
+
+class DynamicSegment(msgspec.Struct, frozen=True):
+    id: int
+    key: str
+    version: int
+    predicate: Predicate
+    #: reads other segments' memberships (evaluated after them)
+    needs_segments: bool = False
+    #: its answer can change with time alone
+    timed: bool = False
+
+
+class EnvSegments(msgspec.Struct, frozen=True):
+    """One environment's segments as the worker needs them."""
+
+    all_users: int | None
+    #: in dependency order: a segment comes after every segment its conditions refer to
+    dynamic: tuple[DynamicSegment, ...]
+    #: manual segment key -> id
+    manual: Mapping[str, int]
+    #: what the conditions read beyond attributes, so the worker loads only that
+    uses_tags: bool = False
+    uses_companies: bool = False
+    events: frozenset[str] = frozenset()
+    #: attribute types (the engines' ``types`` keys)
+    types: Mapping[str, str] = msgspec.field(default_factory=dict)
+
+    @property
+    def manual_ids(self) -> frozenset[int]:
+        return frozenset(self.manual.values())
+
+    def evaluate(self, subject: Subject, manual_ids: Iterable[int], now: datetime) -> set[int]:
+        """The segment ids ``subject`` belongs to: All users, its manual segments, and every
+        dynamic segment whose conditions hold at ``now`` (in dependency order, so a segment
+        that refers to another sees its new answer)."""
+        result = set(manual_ids)
+        if self.all_users is not None:
+            result.add(self.all_users)
+        for segment in self.dynamic:
+            if segment.needs_segments:
+                subject.segments = frozenset(result)
+            if segment.predicate(subject, now):
+                result.add(segment.id)
+        return result
+
+
+def dependency_order(
+    refs: Mapping[int, set[int]],
+) -> list[int]:
+    """Segment ids so that each comes after the ones it refers to (``refs``: id -> ids).
+    References outside ``refs`` are already known; a cycle (validation forbids them) is
+    broken arbitrarily, with a log line."""
+    order: list[int] = []
+    state: dict[int, int] = {}  # 1 visiting, 2 done
+
+    def visit(node: int) -> None:
+        stack = [(node, iter(sorted(refs.get(node, ()))))]
+        state[node] = 1
+        while stack:
+            current, children = stack[-1]
+            for child in children:
+                if child not in refs or state.get(child) == 2:
+                    continue
+                if state.get(child) == 1:
+                    log.warning("cycle between segments at %s; evaluating in any order", child)
+                    continue
+                state[child] = 1
+                stack.append((child, iter(sorted(refs.get(child, ())))))
+                break
+            else:
+                stack.pop()
+                state[current] = 2
+                order.append(current)
+
+    for node in sorted(refs):
+        if node not in state:
+            visit(node)
+    return order
+
+
+class SegmentCatalog:
+    """Compiled segments per environment, recompiled only when a definition, the attribute
+    types or the segment names they resolve change."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[tuple[int, int, int], Predicate] = {}
+
+    async def load(self, conn: Conn, env_id: int) -> EnvSegments:
+        rows = await conn.fetch(
+            "SELECT id, key, kind, version, conditions FROM segments WHERE env_id = $1", env_id
+        )
+        types = await load_types(conn, env_id)
+        names: dict[str, int] = {}
+        for row in rows:
+            names[row["key"]] = row["id"]
+            names[str(row["id"])] = row["id"]
+        context = hash((tuple(sorted(types.items())), tuple(sorted(names.items()))))
+        all_users: int | None = None
+        manual: dict[str, int] = {}
+        compiled: dict[int, DynamicSegment] = {}
+        refs: dict[int, set[int]] = {}
+        uses_tags = uses_companies = False
+        events: set[str] = set()
+        for row in rows:
+            if row["kind"] == "all":
+                all_users = row["id"]
+            elif row["kind"] == "manual":
+                manual[row["key"]] = row["id"]
+            elif row["conditions"] is not None:
+                try:
+                    cond = parse_condition(row["conditions"], types)
+                    cache_key = (row["id"], row["version"], context)
+                    predicate = self._compiled.get(cache_key)
+                    if predicate is None:
+                        predicate = compile_python(cond, types, names)
+                        self._compiled[cache_key] = predicate
+                except ConditionError as exc:  # saved before a type changed: it matches nobody
+                    log.warning("segment %s does not compile: %s", row["id"], exc)
+                    continue
+                referenced = {names[r] for r in referenced_segments(cond) if r in names}
+                attributes = referenced_attributes(cond)
+                uses_tags = uses_tags or any(isinstance(leaf, Tag) for leaf in leaves(cond))
+                uses_companies = uses_companies or any(s == "company" for s, _ in attributes)
+                events |= referenced_events(cond)
+                refs[row["id"]] = referenced
+                compiled[row["id"]] = DynamicSegment(
+                    row["id"],
+                    row["key"],
+                    row["version"],
+                    predicate,
+                    needs_segments=bool(referenced),
+                    timed=uses_time(cond),
+                )
+        dynamic = tuple(compiled[i] for i in dependency_order(refs))
+        return EnvSegments(
+            all_users,
+            dynamic,
+            manual,
+            uses_tags=uses_tags,
+            uses_companies=uses_companies,
+            events=frozenset(events),
+            types=types,
+        )
