@@ -19,17 +19,25 @@ import asyncpg
 import msgspec
 
 from shared.attribute_types import load_types
-from shared.conditions import compile_sql, parse_condition
+from shared.conditions import ConditionError, compile_sql, parse_condition, referenced_segments
 from shared.db import Conn
 from shared.membership_cache import MembershipCache, load_memberships_by_pk
-from shared.segment_catalog import DynamicSegment, EnvSegments, SegmentCatalog
+from shared.segment_catalog import (
+    DynamicSegment,
+    EnvSegments,
+    SegmentCatalog,
+    dependency_order,
+)
 
 __all__ = [
     "DynamicSegment",
     "EnvSegments",
     "RecomputeResult",
     "SegmentCatalog",
+    "dependents_of",
+    "recheck_timed_segments",
     "recompute_segment",
+    "recompute_with_dependents",
     "record_changes",
     "stale_recomputes",
     "stored_memberships",
@@ -163,6 +171,7 @@ async def recompute_segment(
     now: datetime,
     *,
     wait: bool = True,
+    cause: str = "recompute",
 ) -> RecomputeResult | None:
     """Recompute a dynamic segment's membership for every user of the environment by SQL and
     swap it in one transaction; then refresh the Redis sets of the users that changed.
@@ -178,13 +187,13 @@ async def recompute_segment(
         ):
             return None
         try:
-            return await _recompute_locked(conn, cache, env_id, segment_id, now)
+            return await _recompute_locked(conn, cache, env_id, segment_id, now, cause)
         finally:
             await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", lock_key)
 
 
 async def _recompute_locked(
-    conn: Conn, cache: MembershipCache, env_id: int, segment_id: int, now: datetime
+    conn: Conn, cache: MembershipCache, env_id: int, segment_id: int, now: datetime, cause: str
 ) -> RecomputeResult | None:
     async with conn.transaction():
         seg = await conn.fetchrow(
@@ -241,7 +250,7 @@ async def _recompute_locked(
                 [segment_id] * len(changed),
                 changed,
                 [True] * len(entered_pks) + [False] * len(exited_pks),
-                "recompute",
+                cause,
             )
             # Lock in id order (as the worker does) and bump versions so Redis takes our sets.
             await conn.execute(
@@ -278,3 +287,81 @@ async def stale_recomputes(conn: Conn, older_than_seconds: float) -> list[tuple[
         older_than_seconds,
     )
     return [(r["env_id"], r["id"]) for r in rows]
+
+
+async def dependents_of(conn: Conn, env_id: int, segment_id: int) -> list[int]:
+    """Dynamic segments whose conditions refer (directly or through others) to
+    ``segment_id``, in dependency order: what to recompute after it changed."""
+    rows = await conn.fetch(
+        """SELECT id, key, conditions FROM segments
+           WHERE env_id = $1 AND kind = 'dynamic' AND conditions IS NOT NULL""",
+        env_id,
+    )
+    names = {name: r["id"] for r in rows for name in (r["key"], str(r["id"]))}
+    names.update(
+        {
+            name: r["id"]
+            for r in await conn.fetch(
+                "SELECT id, key FROM segments WHERE env_id = $1 AND kind <> 'dynamic'", env_id
+            )
+            for name in (r["key"], str(r["id"]))
+        }
+    )
+    refs: dict[int, set[int]] = {}
+    for row in rows:
+        try:
+            cond = parse_condition(row["conditions"])
+        except ConditionError:
+            continue
+        refs[row["id"]] = {names[r] for r in referenced_segments(cond) if r in names}
+    reached = {segment_id}
+    changed = True
+    while changed:
+        changed = False
+        for seg, targets in refs.items():
+            if seg not in reached and targets & reached:
+                reached.add(seg)
+                changed = True
+    return [s for s in dependency_order(refs) if s in reached and s != segment_id]
+
+
+async def recompute_with_dependents(
+    pool: asyncpg.Pool,
+    cache: MembershipCache,
+    env_id: int,
+    segment_id: int,
+    now: datetime,
+    *,
+    wait: bool = True,
+    cause: str = "recompute",
+) -> RecomputeResult | None:
+    """Recompute a segment, then (if its membership changed) every segment built on it, in
+    dependency order. Returns the first segment's result."""
+    result = await recompute_segment(pool, cache, env_id, segment_id, now, wait=wait, cause=cause)
+    if result is None or not (result.entered or result.exited):
+        return result
+    async with pool.acquire() as conn:
+        dependents = await dependents_of(conn, env_id, segment_id)
+    for dependent in dependents:
+        await recompute_segment(pool, cache, env_id, dependent, now, cause=cause)
+    return result
+
+
+async def recheck_timed_segments(
+    pool: asyncpg.Pool, cache: MembershipCache, catalog: SegmentCatalog, now: datetime
+) -> int:
+    """Re-evaluate every segment whose answer can change with time alone (relative dates,
+    event windows) at ``now``; only real entries and exits are recorded. Returns how many
+    segments were rechecked."""
+    checked = 0
+    env_ids = [r["id"] for r in await pool.fetch("SELECT id FROM environments ORDER BY id")]
+    for env_id in env_ids:
+        async with pool.acquire() as conn:
+            segments = await catalog.load(conn, env_id)
+        for segment in segments.dynamic:
+            if segment.timed:
+                await recompute_with_dependents(
+                    pool, cache, env_id, segment.id, now, wait=False, cause="time"
+                )
+                checked += 1
+    return checked

@@ -38,6 +38,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_batch: int = 1000
     #: SEGMENTS_SWEEP_SECONDS: how often the worker's cron sweep looks for unclaimed inbox rows.
     sweep_seconds: int = 2
+    #: SEGMENTS_TIME_RECHECK_SECONDS: how often time-dependent segments are re-evaluated.
+    time_recheck_seconds: int = 60
     #: SEGMENTS_INGEST_BATCH_ROWS: most messages one ingest INSERT carries.
     ingest_batch_rows: int = 5000
     #: SEGMENTS_CACHE_SECONDS: how long query/ingest keep environments and segment lists in memory.
@@ -59,6 +61,7 @@ _ENV_NAMES: dict[str, str] = {
     "worker_batch": "SEGMENTS_WORKER_BATCH",
     "sweep_seconds": "SEGMENTS_SWEEP_SECONDS",
     "ingest_batch_rows": "SEGMENTS_INGEST_BATCH_ROWS",
+    "time_recheck_seconds": "SEGMENTS_TIME_RECHECK_SECONDS",
     "cache_seconds": "SEGMENTS_CACHE_SECONDS",
 }
 

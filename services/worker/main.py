@@ -24,7 +24,12 @@ from arq.worker import Worker
 
 from services.worker.drain import DrainStats, drain_round
 from shared.db import create_pool
-from shared.membership import SegmentCatalog, recompute_segment, stale_recomputes
+from shared.membership import (
+    SegmentCatalog,
+    recheck_timed_segments,
+    recompute_with_dependents,
+    stale_recomputes,
+)
 from shared.membership_cache import MembershipCache, rebuild_cache
 from shared.redis_keys import cache_marker_key, queue_name
 from shared.settings import Settings
@@ -88,7 +93,7 @@ async def sweep(ctx: dict[str, Any]) -> int:
     drained = await drain(ctx)
     await _rebuild_if_flushed(ctx)
     for env_id, segment_id in await stale_recomputes(ctx["pool"], STALE_RECOMPUTE_SECONDS):
-        await recompute_segment(
+        await recompute_with_dependents(
             ctx["pool"], ctx["cache"], env_id, segment_id, datetime.now(UTC), wait=False
         )
     return drained
@@ -112,6 +117,13 @@ async def rebuild(ctx: dict[str, Any], env_id: int | None = None) -> int:
     return written
 
 
+async def recheck_time(ctx: dict[str, Any]) -> int:
+    """Cron: segments that depend on time change without new data; re-evaluate them."""
+    return await recheck_timed_segments(
+        ctx["pool"], ctx["cache"], ctx["catalog"], datetime.now(UTC)
+    )
+
+
 async def prune(ctx: dict[str, Any]) -> None:
     """Cron: messageIds are deduplicated for at least 7 days; older ones are forgotten."""
     await ctx["pool"].execute(
@@ -121,7 +133,7 @@ async def prune(ctx: dict[str, Any]) -> None:
 
 async def recompute(ctx: dict[str, Any], env_id: int, segment_id: int) -> int | None:
     """Job: recompute one dynamic segment in bulk; returns its member count."""
-    result = await recompute_segment(
+    result = await recompute_with_dependents(
         ctx["pool"], ctx["cache"], env_id, segment_id, datetime.now(UTC)
     )
     if result is None:
@@ -142,6 +154,14 @@ def _every(seconds: int) -> set[int]:
     return set(range(0, 60, seconds))
 
 
+def _schedule(job: Any, seconds: int) -> Any:
+    """A cron running ``job`` every ``seconds`` (under a minute: by second; else by minute)."""
+    if seconds < 60:
+        return cron(job, second=_every(seconds), unique=True)
+    minutes = max(1, min(seconds // 60, 60))
+    return cron(job, minute=set(range(0, 60, minutes)), second=0, unique=True)
+
+
 def build_worker(settings: Settings) -> Worker:
     """An arq worker for ``settings`` (not yet running)."""
     from arq.worker import func
@@ -155,6 +175,7 @@ def build_worker(settings: Settings) -> Worker:
         ],
         cron_jobs=[
             cron(sweep, second=_every(settings.sweep_seconds), run_at_startup=True, unique=True),
+            _schedule(recheck_time, settings.time_recheck_seconds),
             cron(prune, minute=7, second=0),
         ],
         queue_name=queue_name(settings.redis_prefix),

@@ -1,0 +1,77 @@
+"""Time-dependent segments change without new data; bulk recomputes carry on to the segments
+built on the one that changed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from shared.environments import EnvironmentKeys
+from shared.membership import recheck_timed_segments, recompute_with_dependents
+from tests.worker.conftest import Worker
+from tests.worker.test_segments import _segment
+
+
+async def _changes(worker: Worker, env_id: int) -> list[tuple[str, bool, str]]:
+    rows = await worker.pool.fetch(
+        """SELECT s.key, c.entered, c.cause FROM membership_changes c
+           JOIN segments s ON s.env_id = c.env_id AND s.id = c.segment_id
+           WHERE c.env_id = $1 AND s.kind = 'dynamic' ORDER BY c.id""",
+        env_id,
+    )
+    return [(r["key"], r["entered"], r["cause"]) for r in rows]
+
+
+async def test_a_time_based_exit_happens_without_new_data(
+    worker: Worker, env: EnvironmentKeys
+) -> None:
+    await _segment(
+        worker, env.id, "new", {"attribute": "signed_up", "op": "within_last_days", "value": 1}
+    )
+    await _segment(
+        worker,
+        env.id,
+        "new-pro",
+        {"all": [{"segment": "new"}, {"attribute": "plan", "op": "is", "value": "pro"}]},
+    )
+    now = datetime.now(UTC)
+    signed = (now - timedelta(hours=12)).isoformat()
+    await worker.send(
+        env.id, {"type": "identify", "userId": "u", "traits": {"signed_up": signed, "plan": "pro"}}
+    )
+    await worker.drain()
+    assert await worker.segments_of(env.id, "u") == {"all-users", "new", "new-pro"}
+
+    assert await recheck_timed_segments(worker.pool, worker.cache, worker.catalog, now) == 1
+    assert await worker.segments_of(env.id, "u") == {"all-users", "new", "new-pro"}
+    later = now + timedelta(days=1)
+    await recheck_timed_segments(worker.pool, worker.cache, worker.catalog, later)
+    assert await worker.segments_of(env.id, "u") == {"all-users"}
+    await recheck_timed_segments(worker.pool, worker.cache, worker.catalog, later)
+    assert await _changes(worker, env.id) == [
+        ("new", True, "message"),
+        ("new-pro", True, "message"),
+        ("new", False, "time"),
+        ("new-pro", False, "time"),
+    ]
+    members = await worker.cache.get(env.id, "u")
+    assert members is not None and len(members) == 1  # Redis followed
+
+
+async def test_bulk_recompute_carries_on_to_dependents(
+    worker: Worker, env: EnvironmentKeys
+) -> None:
+    a = await _segment(worker, env.id, "a", {"attribute": "plan", "op": "is", "value": "pro"})
+    await _segment(worker, env.id, "b", {"any": [{"segment": "a"}]})
+    await _segment(worker, env.id, "c", {"none": [{"segment": "b"}]})
+    await worker.send(env.id, {"type": "identify", "userId": "u", "traits": {"plan": "free"}})
+    await worker.drain()
+    assert await worker.segments_of(env.id, "u") == {"all-users", "c"}
+    await worker.pool.execute(
+        """UPDATE segments SET conditions = $3, version = version + 1
+           WHERE env_id = $1 AND id = $2""",
+        env.id,
+        a,
+        {"attribute": "plan", "op": "is", "value": "free"},
+    )
+    await recompute_with_dependents(worker.pool, worker.cache, env.id, a, datetime.now(UTC))
+    assert await worker.segments_of(env.id, "u") == {"all-users", "a", "b"}
