@@ -203,7 +203,8 @@ export function createClient() {
       console.warn('segments: message over 32 KB, not sent', m);
       return Promise.resolve();
     }
-    const acked = new Promise((r) => waiters.set(m.messageId, r));
+    const prev = waiters.get(m.messageId); // the same messageId twice: both wait for it
+    const acked = new Promise((r) => waiters.set(m.messageId, prev ? () => (prev(), r()) : r));
     q.push(m);
     save();
     q.length >= o.maxBatch && !backoff ? pump() : schedule();

@@ -7,9 +7,14 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.conftest import Api
+from tests.sdk.vectors import VECTORS as VECTOR_DIR
 from tests.sdk.vectors import Vector, create_segments, expect_state, load_vectors, wire_message
 
 VECTORS = load_vectors()
+
+
+def test_each_vector_file_is_named_after_its_vector() -> None:
+    assert sorted(p.stem for p in VECTOR_DIR.glob("*.json")) == sorted(v["name"] for v in VECTORS)
 
 
 def test_there_are_vectors_for_every_call() -> None:
