@@ -20,6 +20,7 @@ from services.admin.segments.controller import SegmentController
 from services.admin.state import Admin, AdminState, provide_env, provide_state
 from services.admin.tags.controller import TagController
 from services.admin.users.controller import UserController
+from services.admin.webhooks.controller import WebhookController
 from shared.db import create_pool
 from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, error_response
 from shared.membership_cache import MembershipCache
@@ -83,7 +84,14 @@ def create_app(settings: Settings) -> Litestar:
             await pool.close()
 
     return Litestar(
-        route_handlers=[hello, health, SegmentController, UserController, TagController],
+        route_handlers=[
+            hello,
+            health,
+            SegmentController,
+            UserController,
+            TagController,
+            WebhookController,
+        ],
         dependencies={"admin": Provide(provide_state), "env": Provide(provide_env)},
         lifespan=[lifespan],
         exception_handlers=dict(EXCEPTION_HANDLERS),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -106,3 +107,66 @@ async def queued_recomputes(
         for job in await redis.zrange(queue, 0, -1)
         if (job.decode() if isinstance(job, bytes) else job).startswith(prefix)
     ]
+
+
+class Received(msgspec.Struct):
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class Receiver:
+    """A real HTTP/1.1 server on a free local port that records every request and answers
+    ``statuses`` in turn (then 200), or never answers when ``hang`` is set."""
+
+    def __init__(self, statuses: list[int] | None = None, hang: bool = False) -> None:
+        self.statuses = list(statuses or [])
+        self.hang = hang
+        self.requests: list[Received] = []
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/segments"
+
+    async def start(self) -> Receiver:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in self._writers:
+                writer.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        try:
+            while True:
+                line = await reader.readline()
+                if not line.strip():
+                    return
+                _method, path, _version = line.decode().split(" ", 2)
+                headers: dict[str, str] = {}
+                while (header := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    name, _, value = header.decode().partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                self.requests.append(Received(path, headers, body))
+                if self.hang:
+                    await asyncio.sleep(3600)
+                status = self.statuses.pop(0) if self.statuses else 200
+                answer = b"nope" if status >= 300 else b"ok"
+                writer.write(
+                    f"HTTP/1.1 {status} X\r\ncontent-length: {len(answer)}\r\n\r\n".encode()
+                    + answer
+                )
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            return
+        finally:
+            writer.close()

@@ -30,9 +30,11 @@ async def data_dependents(
     segment_ids: Iterable[int] = (),
     tag_keys: Iterable[str] = (),
 ) -> Dependents:
-    """The dynamic segments affected by a change of the members of ``segment_ids`` or of
-    who carries tags with keys ``tag_keys`` (every leaf on such a key, whatever its value),
-    and the segments that refer to those; marked 'computing'. Call inside the transaction."""
+    """The dynamic segments directly affected by a change of the members of ``segment_ids``
+    (they refer to one) or of who carries tags with keys ``tag_keys`` (they have a leaf on
+    such a key, whatever its value); marked 'computing'. Segments built on those are not
+    listed: the worker's recompute continues to them when their inputs changed. Call inside
+    the transaction."""
     rows = await conn.fetch(
         "SELECT id, key, kind, conditions FROM segments WHERE env_id = $1", env_id
     )
@@ -47,7 +49,8 @@ async def data_dependents(
         for r in rows
         if r["kind"] == "dynamic" and keys and any(k in keys for k, _ in tag_refs(r["conditions"]))
     }
-    targets = using_tags | graph.dependents(seeds | using_tags)
+    # the worker's recompute continues to the segments built on these, when they change
+    targets = using_tags | {s for s, refs in graph.edges.items() if refs & seeds}
     dynamic = {r["id"] for r in rows if r["kind"] == "dynamic"}
     ids = [s for s in graph.in_order(targets) if s in dynamic]
     if not ids:

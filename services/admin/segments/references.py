@@ -119,16 +119,6 @@ class SegmentGraph:
         memo[node] = best
         return best
 
-    def dependents(self, seg_ids: set[int]) -> set[int]:
-        """Ids of the segments whose conditions refer to any of ``seg_ids``, directly or
-        through other segments."""
-        found: set[int] = set()
-        frontier = set(seg_ids)
-        while frontier:
-            frontier = {s for s, targets in self.edges.items() if targets & frontier} - found
-            found |= frontier
-        return found
-
     def in_order(self, seg_ids: set[int]) -> list[int]:
         """``seg_ids`` ordered so that each comes after those of them it refers to."""
         order: list[int] = []

@@ -1,0 +1,197 @@
+"""Webhook subscriptions through the admin API: validation, secrets, changes, the delivery log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from litestar.testing import AsyncTestClient
+
+from shared.environments import EnvironmentKeys
+from tests.admin.conftest import make_user, secret
+
+Client = AsyncTestClient[Any]
+URL = "http://127.0.0.1:9/hook"
+
+
+async def _manual(admin: Client, env: EnvironmentKeys, key: str) -> str:
+    resp = await admin.post(
+        "/v1/segments",
+        json={"name": key.title(), "key": key, "kind": "manual"},
+        headers=secret(env),
+    )
+    assert resp.status_code == 201, resp.text
+    seg_id: str = resp.json()["id"]
+    return seg_id
+
+
+async def test_create_list_read_update_delete(
+    quiet_admin: Client, env: EnvironmentKeys, db: asyncpg.Pool
+) -> None:
+    admin = quiet_admin
+    beta = await _manual(admin, env, "beta")
+    gamma = await _manual(admin, env, "gamma")
+    resp = await admin.post(
+        "/v1/webhooks",
+        json={"url": "https://lms.example.com/sync", "segments": ["beta", int(gamma), "beta"]},
+        headers=secret(env),
+    )
+    assert resp.status_code == 201, resp.text
+    hook = resp.json()
+    assert hook["secret"].startswith("whsec_") and len(hook["secret"]) > 40
+    assert hook["segments"] == [
+        {"id": beta, "key": "beta", "name": "Beta"},
+        {"id": gamma, "key": "gamma", "name": "Gamma"},
+    ]
+    assert (hook["events"], hook["active"], hook["url"]) == (
+        ["entered", "exited"],
+        True,
+        "https://lms.example.com/sync",
+    )
+    assert (
+        await db.fetchval(
+            "SELECT secret FROM webhooks WHERE env_id = $1 AND id = $2", env.id, int(hook["id"])
+        )
+        == hook["secret"]
+    )
+
+    shown = {k: v for k, v in hook.items() if k != "secret"}
+    resp = await admin.get(f"/v1/webhooks/{hook['id']}", headers=secret(env))
+    assert resp.json() == shown  # the secret is not shown again
+    resp = await admin.get("/v1/webhooks", headers=secret(env))
+    assert resp.json() == {"webhooks": [shown]}
+
+    resp = await admin.patch(
+        f"/v1/webhooks/{hook['id']}",
+        json={"segments": None, "events": ["exited"], "active": False, "url": URL},
+        headers=secret(env),
+    )
+    assert resp.status_code == 200, resp.text
+    assert {k: resp.json()[k] for k in ("segments", "events", "active", "url")} == {
+        "segments": None,
+        "events": ["exited"],
+        "active": False,
+        "url": URL,
+    }
+    resp = await admin.patch(
+        f"/v1/webhooks/{hook['id']}", json={"segments": ["gamma"]}, headers=secret(env)
+    )
+    assert [s["key"] for s in resp.json()["segments"]] == ["gamma"]
+    assert resp.json()["events"] == ["exited"]  # untouched
+    # a deleted segment drops out of the list
+    await admin.delete("/v1/segments/gamma", headers=secret(env))
+    assert (await admin.get(f"/v1/webhooks/{hook['id']}", headers=secret(env))).json()[
+        "segments"
+    ] == []
+
+    assert (
+        await admin.delete(f"/v1/webhooks/{hook['id']}", headers=secret(env))
+    ).status_code == 204
+    for call in (admin.get, admin.delete):
+        resp = await call(f"/v1/webhooks/{hook['id']}", headers=secret(env))
+        assert resp.status_code == 404
+    assert (await admin.get("/v1/webhooks/abc", headers=secret(env))).status_code == 404
+
+
+async def test_validation(quiet_admin: Client, env: EnvironmentKeys) -> None:
+    admin = quiet_admin
+    await _manual(admin, env, "beta")
+    cases: list[tuple[Any, str]] = [
+        ({}, "url"),
+        ({"url": "ftp://example.com/x"}, "url"),
+        ({"url": "javascript:alert(1)"}, "url"),
+        ({"url": "file:///etc/passwd"}, "url"),
+        ({"url": "http://"}, "url"),
+        ({"url": "http:///path"}, "url"),
+        ({"url": "https://exa mple.com/"}, "url"),
+        ({"url": "https://example.com:99999/"}, "url"),
+        ({"url": "https://example.com/#frag"}, "url"),
+        ({"url": "example.com/hook"}, "url"),
+        ({"url": "https://x.io/" + "a" * 2000}, "url"),
+        ({"url": URL, "segments": ["beta", "nope"]}, "segments[1]"),
+        ({"url": URL, "segments": []}, "segments"),
+        ({"url": URL, "events": []}, "events"),
+        ({"url": URL, "events": ["joined"]}, "events[0]"),
+        ({"url": URL, "secret": "mine"}, "secret"),
+    ]
+    for body, field in cases:
+        resp = await admin.post("/v1/webhooks", json=body, headers=secret(env))
+        assert resp.status_code == 422, (body, resp.text)
+        assert resp.json()["field"] == field, (body, resp.json())
+    resp = await admin.get("/v1/webhooks", headers=secret(env))
+    assert resp.json() == {"webhooks": []}
+    resp = await admin.post("/v1/webhooks", json={"url": URL}, headers=secret(env))
+    hook = resp.json()
+    resp = await admin.patch(
+        f"/v1/webhooks/{hook['id']}", json={"url": "gopher://x"}, headers=secret(env)
+    )
+    assert resp.status_code == 422
+    resp = await admin.get("/v1/webhooks", headers={"Authorization": f"Bearer {env.writeKey}"})
+    assert resp.status_code == 403
+
+
+async def test_delivery_log_pages_newest_first(
+    quiet_admin: Client, env: EnvironmentKeys, db: asyncpg.Pool
+) -> None:
+    admin = quiet_admin
+    await _manual(admin, env, "beta")
+    users = [f"u{i}" for i in range(5)]
+    for u in users:
+        await make_user(db, env, u)
+    hook = (await admin.post("/v1/webhooks", json={"url": URL}, headers=secret(env))).json()
+    for u in users:
+        resp = await admin.post(
+            "/v1/segments/beta/members", json={"userIds": [u]}, headers=secret(env)
+        )
+        assert resp.status_code == 200
+    await db.execute(
+        """UPDATE webhook_deliveries SET status = 'delivered', attempts = 1, last_status = 200,
+                  delivered_at = now()
+           WHERE webhook_id = $1 AND payload ->> 'userId' = 'u0'""",
+        int(hook["id"]),
+    )
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"limit": "2"} | ({"cursor": cursor} if cursor else {})
+        resp = await admin.get(
+            f"/v1/webhooks/{hook['id']}/deliveries", params=params, headers=secret(env)
+        )
+        assert resp.status_code == 200, resp.text
+        seen += resp.json()["deliveries"]
+        cursor = resp.json()["nextCursor"]
+        if cursor is None:
+            break
+    assert [d["payload"]["userId"] for d in seen] == ["u4", "u3", "u2", "u1", "u0"]
+    assert seen[0]["status"] == "pending" and seen[0]["nextAttemptAt"] is not None
+    assert {k: seen[-1][k] for k in ("status", "attempts", "lastStatus", "lastError")} == {
+        "status": "delivered",
+        "attempts": 1,
+        "lastStatus": 200,
+        "lastError": None,
+    }
+    assert seen[-1]["deliveredAt"] is not None and seen[-1]["nextAttemptAt"] is None
+    assert all(d["payload"]["type"] == "segment.entered" for d in seen)
+    resp = await admin.get(
+        f"/v1/webhooks/{hook['id']}/deliveries",
+        params={"status": "delivered"},
+        headers=secret(env),
+    )
+    assert [d["payload"]["userId"] for d in resp.json()["deliveries"]] == ["u0"]
+    for params in ({"status": "lost"}, {"cursor": "x"}, {"limit": "0"}):
+        resp = await admin.get(
+            f"/v1/webhooks/{hook['id']}/deliveries", params=params, headers=secret(env)
+        )
+        assert resp.status_code == 400, params
+    resp = await admin.post(
+        f"/v1/webhooks/{hook['id']}/deliveries/999999999/retry", headers=secret(env)
+    )
+    assert resp.status_code == 404
+    # deleting the webhook deletes its log
+    await admin.delete(f"/v1/webhooks/{hook['id']}", headers=secret(env))
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = $1", int(hook["id"])
+        )
+        == 0
+    )
