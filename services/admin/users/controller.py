@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get
+from litestar import Controller, delete, get
 from litestar.params import FromPath
 
 from services.admin.state import Admin, Env
 from services.admin.users.service import UserProfile, user_profile
+from shared.erase import erase_user
 from shared.http import ApiError
 
 
@@ -22,3 +23,14 @@ class UserController(Controller):
         if found is None:
             raise ApiError(404, f"userId: no user {user_id!r}", "userId")
         return found
+
+    @delete("/{user_id:str}", status_code=204)
+    async def erase(self, admin: Admin, env: Env, user_id: FromPath[str]) -> None:
+        """Erase a user (by userId or anonymous id) for a privacy request: profile, aliases,
+        events, tags and memberships in PostgreSQL and Redis; their exits are recorded.
+        404 when unknown."""
+        async with admin.pool.acquire() as conn:
+            erased = await erase_user(conn, env.id, user_id)
+        if erased is None:
+            raise ApiError(404, f"userId: no user {user_id!r}", "userId")
+        await admin.cache.forget(env.id, erased.ids)

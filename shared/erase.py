@@ -1,0 +1,172 @@
+"""Erasing a user (a privacy request): everything that identifies them goes, in one transaction.
+
+What goes, and what is kept:
+
+- the profile (``users``) and by cascade its anonymous ids, memberships, events, tags and
+  company memberships; then any row of any table with a ``user_pk`` column for it, and any row
+  with a ``user_id`` column naming one of its ids (ingestion warnings): tables added later
+  are covered without touching this module;
+- messages about them still waiting in the inbox, and dead letters about them (otherwise the
+  worker would bring the profile back, or an operator would replay it);
+- webhook deliveries: pending ones that name them are dropped; sent (or given up) ones keep
+  their record with the userId blanked;
+- the exits are recorded before the profile goes (cause ``erase``), so change feeds and
+  webhooks see the person leave each segment. The new exit deliveries carry the userId, so
+  that subscribers (an LMS keeping course groups in sync) remove the person too; the worker
+  blanks it once each is delivered or given up. The change log keeps its rows with the old
+  primary key, which no longer resolves to anything: the history counts stay right and name
+  nobody.
+
+Redis keys are deleted by the caller after the commit (:meth:`MembershipCache.forget`).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from shared.db import Conn
+from shared.membership import record_changes
+from shared.messages import inbox_decoder
+
+CAUSE = "erase"
+#: Tables whose ``user_pk`` rows are history kept on purpose (see the module docstring).
+KEPT = frozenset({"membership_changes"})
+
+
+class Erased(msgspec.Struct, kw_only=True):
+    """What an erase removed: the profile's ids (for the Redis keys) and counts."""
+
+    user_pk: int
+    ids: list[str]
+    exits: int
+    inbox: int
+    dead_letters: int
+
+
+_FIND = """
+SELECT id FROM users WHERE env_id = $1 AND user_id = $2
+UNION ALL
+SELECT user_pk FROM identities WHERE env_id = $1 AND anonymous_id = $2
+LIMIT 1
+"""
+
+
+def _mentions(body: bytes, ids: set[str]) -> bool:
+    """Whether an inbox message body names one of ``ids`` (undecodable: by its bytes)."""
+    try:
+        msg = inbox_decoder.decode(body)
+    except msgspec.DecodeError:
+        return any(i.encode() in body for i in ids)
+    return bool({msg.userId, msg.anonymousId, msg.previousId} & ids)
+
+
+async def _drop_messages(conn: Conn, env_id: int, table: str, ids: set[str]) -> int:
+    """Delete rows of ``inbox`` or ``dead_letters`` whose message names one of ``ids``; the
+    bytes are searched in SQL first, the candidates decoded here."""
+    needles = [i.encode() for i in sorted(ids)]
+    lock = " FOR UPDATE" if table == "inbox" else ""  # wait for a worker applying them
+    rows = await conn.fetch(
+        f"""SELECT id, body FROM {table}
+            WHERE env_id = $1
+              AND EXISTS (SELECT 1 FROM unnest($2::bytea[]) AS n(b) WHERE position(n.b IN body) > 0)
+            {lock}""",
+        env_id,
+        needles,
+    )
+    doomed = [r["id"] for r in rows if _mentions(r["body"], ids)]
+    if doomed:
+        await conn.execute(
+            f"DELETE FROM {table} WHERE env_id = $1 AND id = ANY($2::bigint[])", env_id, doomed
+        )
+    return len(doomed)
+
+
+async def _tables_with(conn: Conn, column: str) -> list[str]:
+    """Tables of the current schema with both ``env_id`` and ``column`` columns."""
+    rows = await conn.fetch(
+        """SELECT c.table_name FROM information_schema.columns c
+           JOIN information_schema.tables t
+             ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+           WHERE c.table_schema = current_schema() AND c.column_name = $1
+             AND t.table_type = 'BASE TABLE'
+             AND EXISTS (SELECT 1 FROM information_schema.columns e
+                         WHERE e.table_schema = c.table_schema AND e.table_name = c.table_name
+                           AND e.column_name = 'env_id')
+           ORDER BY 1""",
+        column,
+    )
+    return [r["table_name"] for r in rows]
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def erase_user(conn: Conn, env_id: int, ident: str) -> Erased | None:
+    """Erase the user whose userId or anonymous id is ``ident``; None when there is none.
+    Runs its own transaction."""
+    async with conn.transaction():
+        pk = await conn.fetchval(_FIND, env_id, ident)
+        if pk is None:
+            return None
+        ids = {ident}
+        row = await conn.fetchrow(
+            "SELECT user_id FROM users WHERE env_id = $1 AND id = $2", env_id, pk
+        )
+        if row is not None and row["user_id"] is not None:
+            ids.add(row["user_id"])
+        ids |= {
+            r["anonymous_id"]
+            for r in await conn.fetch(
+                "SELECT anonymous_id FROM identities WHERE env_id = $1 AND user_pk = $2",
+                env_id,
+                pk,
+            )
+        }
+        # inbox rows before the user row: the order the worker locks in
+        inbox = await _drop_messages(conn, env_id, "inbox", ids)
+        dead = await _drop_messages(conn, env_id, "dead_letters", ids)
+        locked = await conn.fetchval(
+            "SELECT id FROM users WHERE env_id = $1 AND id = $2 FOR UPDATE", env_id, pk
+        )
+        if locked is None:  # merged into another profile meanwhile: erase that one
+            return await erase_user(conn, env_id, ident)
+        id_list = sorted(ids)
+        await conn.execute(
+            """DELETE FROM webhook_deliveries
+               WHERE env_id = $1 AND status = 'pending' AND payload ->> 'userId' = ANY($2)""",
+            env_id,
+            id_list,
+        )
+        await conn.execute(
+            """UPDATE webhook_deliveries SET payload = jsonb_set(payload, '{userId}', 'null')
+               WHERE env_id = $1 AND payload ->> 'userId' = ANY($2)""",
+            env_id,
+            id_list,
+        )
+        segments = [
+            r["segment_id"]
+            for r in await conn.fetch(
+                "SELECT segment_id FROM memberships WHERE env_id = $1 AND user_pk = $2",
+                env_id,
+                pk,
+            )
+        ]
+        await record_changes(
+            conn, env_id, segments, [pk] * len(segments), [False] * len(segments), CAUSE
+        )
+        await conn.execute("DELETE FROM users WHERE env_id = $1 AND id = $2", env_id, pk)
+        for table in await _tables_with(conn, "user_pk"):
+            if table not in KEPT:
+                await conn.execute(
+                    f"DELETE FROM {_ident(table)} WHERE env_id = $1 AND user_pk = $2", env_id, pk
+                )
+        for table in await _tables_with(conn, "user_id"):
+            if table == "users":  # another profile's userId may equal an anonymous id
+                continue
+            await conn.execute(
+                f"DELETE FROM {_ident(table)} WHERE env_id = $1 AND user_id = ANY($2)",
+                env_id,
+                id_list,
+            )
+    return Erased(user_pk=pk, ids=id_list, exits=len(segments), inbox=inbox, dead_letters=dead)
