@@ -28,9 +28,8 @@ CREATE TABLE users (
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (env_id, id)
-);
+) WITH (fillfactor = 80);  -- room for HOT updates: version bumps touch no index
 CREATE UNIQUE INDEX users_user_id ON users (env_id, user_id) WHERE user_id IS NOT NULL;
-CREATE INDEX users_attributes ON users USING gin (attributes jsonb_path_ops);
 
 -- Anonymous ids (and aliases) resolving to a profile, for ever.
 CREATE TABLE identities (
