@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import msgspec
 from litestar import Request, Response
+from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException
 
 from shared.environments import Environment, authenticate
@@ -114,3 +115,16 @@ class EnvironmentCache:
         if secret and not env.secret:
             raise ApiError(403, "this endpoint needs the secret key", "authorization")
         return env
+
+
+def browser_cors() -> CORSConfig:
+    """CORS for the services web pages call directly (ingest, query): any origin, no
+    credentials (keys travel in headers or bodies, never cookies)."""
+    return CORSConfig(
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Identity-Token"],
+        expose_headers=["Retry-After"],
+        allow_credentials=False,
+        max_age=86400,
+    )

@@ -19,7 +19,7 @@ from services.query.memberships import Memberships
 from services.query.redis_reader import PipelinedReader
 from services.query.state import QueryState
 from shared.db import create_pool
-from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, error_response
+from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, browser_cors, error_response
 from shared.membership_cache import MembershipCache
 from shared.settings import Settings
 
@@ -80,5 +80,6 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[hello, health, user_segments, user_in_segment, check],
         lifespan=[lifespan],
         exception_handlers=dict(EXCEPTION_HANDLERS),
+        cors_config=browser_cors(),
         openapi_config=None,
     )
