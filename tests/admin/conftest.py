@@ -113,6 +113,8 @@ class Received(msgspec.Struct):
     path: str
     headers: dict[str, str]
     body: bytes
+    #: the status answered (0 while not answered)
+    status: int = 0
 
 
 class Receiver:
@@ -156,10 +158,12 @@ class Receiver:
                     name, _, value = header.decode().partition(":")
                     headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                self.requests.append(Received(path, headers, body))
+                received = Received(path, headers, body)
+                self.requests.append(received)
                 if self.hang:
                     await asyncio.sleep(3600)
                 status = self.statuses.pop(0) if self.statuses else 200
+                received.status = status
                 answer = b"nope" if status >= 300 else b"ok"
                 writer.write(
                     f"HTTP/1.1 {status} X\r\ncontent-length: {len(answer)}\r\n\r\n".encode()
