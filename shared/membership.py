@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -203,26 +204,17 @@ async def _recompute_locked(
         )
         if seg is None or seg["kind"] != "dynamic" or seg["conditions"] is None:
             return None
-        types = await load_types(conn, env_id)
-        names = {
-            name: r["id"]
-            for r in await conn.fetch("SELECT id, key FROM segments WHERE env_id = $1", env_id)
-            for name in (r["key"], str(r["id"]))
-        }
-        where, params = compile_sql(
-            parse_condition(seg["conditions"], types),
-            alias="u",
-            first_param=3,
-            now_param=2,
-            types=types,
-            segments=names,
-        )
+        # users the worker changes while we compute are re-checked after our commit
+        since = await conn.fetchval("SELECT clock_timestamp() - interval '60 seconds'")
+        where, params = await _segment_where(conn, env_id, seg["conditions"])
         await conn.execute(
             f"""CREATE TEMP TABLE new_members ON COMMIT DROP AS
                 SELECT u.id FROM users u
-                WHERE u.env_id = $1 AND $2::timestamptz IS NOT NULL AND ({where})""",
+                WHERE u.env_id = $1 AND $2::timestamptz IS NOT NULL
+                  AND $3::timestamptz IS NOT NULL AND ({where})""",
             env_id,
             now,
+            since,
             *params,
         )
         await conn.execute("CREATE INDEX ON new_members (id)")
@@ -271,10 +263,80 @@ async def _recompute_locked(
             segment_id,
             seg["version"],
         )
+    changed += await _recheck_touched(conn, env_id, segment_id, where, params, now, since, cause)
     for start in range(0, len(changed), 5000):
         sets = await load_memberships_by_pk(conn, env_id, changed[start : start + 5000])
         await cache.write_many(env_id, sets)
     return RecomputeResult(segment_id, seg["version"], members, len(entered_pks), len(exited_pks))
+
+
+async def _segment_where(conn: Conn, env_id: int, conditions: Any) -> tuple[str, list[Any]]:
+    """A segment's conditions as SQL over ``users u`` ($1 env, $2 now, $3 free, then params)."""
+    types = await load_types(conn, env_id)
+    names = {
+        name: r["id"]
+        for r in await conn.fetch("SELECT id, key FROM segments WHERE env_id = $1", env_id)
+        for name in (r["key"], str(r["id"]))
+    }
+    return compile_sql(
+        parse_condition(conditions, types),
+        alias="u",
+        first_param=4,
+        now_param=2,
+        types=types,
+        segments=names,
+    )
+
+
+async def _recheck_touched(
+    conn: Conn,
+    env_id: int,
+    segment_id: int,
+    where: str,
+    params: list[Any],
+    now: datetime,
+    since: datetime,
+    cause: str,
+) -> list[int]:
+    """Users the worker wrote while the bulk computation ran may have been judged on a
+    snapshot older than their last write: lock them (waiting for a worker still holding
+    them) and decide this segment again on their committed state. Returns the users whose
+    membership this changed."""
+    async with conn.transaction():
+        rows = await conn.fetch(
+            f"""SELECT u.id, coalesce(({where}), false) AS member FROM users u
+                WHERE u.env_id = $1 AND $2::timestamptz IS NOT NULL AND u.updated_at >= $3
+                ORDER BY u.id FOR UPDATE""",
+            env_id,
+            now,
+            since,
+            *params,
+        )
+        if not rows:
+            return []
+        pks = [r["id"] for r in rows]
+        stored = {
+            r["user_pk"]
+            for r in await conn.fetch(
+                """SELECT user_pk FROM memberships
+                   WHERE env_id = $1 AND segment_id = $2 AND user_pk = ANY($3)""",
+                env_id,
+                segment_id,
+                pks,
+            )
+        }
+        old = {pk: ({segment_id} if pk in stored else set()) for pk in pks}
+        new = {r["id"]: ({segment_id} if r["member"] else set()) for r in rows}
+        changed = [pk for pk in pks if old[pk] != new[pk]]
+        if changed:
+            await write_memberships(conn, env_id, old, new, cause)
+            await conn.execute(
+                """UPDATE users SET membership_version = membership_version + 1
+                   WHERE env_id = $1 AND id = ANY($2)""",
+                env_id,
+                changed,
+            )
+    return changed
 
 
 async def stale_recomputes(conn: Conn, older_than_seconds: float) -> list[tuple[int, int]]:

@@ -5,6 +5,8 @@ Jobs:
 - ``recompute_segment(env_id, segment_id)``: bulk recompute of a dynamic segment by SQL.
 Crons:
 - ``sweep`` (every ``SEGMENTS_SWEEP_SECONDS``): drains anything whose job was lost.
+- ``recheck_time`` (every ``SEGMENTS_TIME_RECHECK_SECONDS``): time-dependent segments.
+- ``deliver_webhooks`` (every second): signed webhook deliveries, retried with backoff.
 - ``prune`` (hourly): forgets processed messageIds older than 8 days.
 """
 
@@ -23,6 +25,7 @@ from arq.connections import RedisSettings
 from arq.worker import Worker
 
 from services.worker.drain import DrainStats, drain_round
+from services.worker.webhooks import deliver_webhooks
 from shared.db import create_pool
 from shared.membership import (
     SegmentCatalog,
@@ -176,6 +179,7 @@ def build_worker(settings: Settings) -> Worker:
         cron_jobs=[
             cron(sweep, second=_every(settings.sweep_seconds), run_at_startup=True, unique=True),
             _schedule(recheck_time, settings.time_recheck_seconds),
+            cron(deliver_webhooks, second=_every(1), unique=True, run_at_startup=True, timeout=120),
             cron(prune, minute=7, second=0),
         ],
         queue_name=queue_name(settings.redis_prefix),
@@ -186,7 +190,7 @@ def build_worker(settings: Settings) -> Worker:
         health_check_interval=HEALTH_CHECK_INTERVAL,
         # arq polls its queue; the default 0.5 s would be most of our freshness budget
         poll_delay=POLL_DELAY,
-        max_jobs=4,
+        max_jobs=6,  # drain, recompute, sweep, time recheck and webhooks may all run at once
         job_timeout=3600,
         keep_result=0,
         handle_signals=True,
