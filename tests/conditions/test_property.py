@@ -2,7 +2,11 @@
 engine and the SQL engine (on the real PostgreSQL) match exactly the same users; and the
 Python engine gives the same answer on the attributes as read back from PostgreSQL.
 
-The default run is 1,500 examples (about half a minute). For a long run:
+Profiles carry tags, companies, segment memberships and event counts (real rows in user_tags,
+companies / company_members, memberships and event_counts), and trees mix attribute (user and
+company scope), tag, segment, event and bucket leaves.
+
+The default run is 1,000 examples (about 40 seconds). For a long run:
 
     SEGMENTS_PROPERTY_EXAMPLES=100000 .venv/bin/pytest tests/conditions/test_property.py -q
 
@@ -14,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -23,15 +27,15 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from shared.conditions import ConditionError, Subject, compile_python, compile_sql, parse_condition
-from shared.conditions.coerce import to_text
+from shared.conditions.coerce import US_PER_DAY, datetime_us, to_text
 from shared.conditions.operators import NEGATION
-from shared.db import create_pool
+from shared.db import Conn, create_pool
 from shared.environments import ensure_environment
 from shared.settings import Settings
 
 settings.register_profile(
     "conditions",
-    max_examples=int(os.environ.get("SEGMENTS_PROPERTY_EXAMPLES", "1500")),
+    max_examples=int(os.environ.get("SEGMENTS_PROPERTY_EXAMPLES", "1000")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -85,14 +89,46 @@ stored_values = st.one_of(
 moments = st.datetimes(
     min_value=datetime(2023, 6, 1), max_value=datetime(2025, 1, 1), timezones=st.just(UTC)
 )
+TAG_KEYS = ["Dept", "dept", "x'y"]
+TAG_VALUES = ["Sales", "sales", "", "%"]
+SEGMENT_KEYS = ["s1", "s2", "s3"]
+EVENT_NAMES = ["E1", "E2"]
+# day offsets from now's UTC day, and windows, that meet at the windows' edges
+EVENT_DAYS = [-31, -30, -29, -7, -6, -2, -1, 0, 1]
+WITHIN_DAYS = [1, 2, 7, 30, 31]
+TAG_PAIRS = [(k, v) for k in TAG_KEYS for v in TAG_VALUES]
+attribute_maps = st.dictionaries(
+    st.sampled_from([*NAMES, "first_seen_at"]), stored_values, min_size=1, max_size=4
+)
+# What the other leaves read: tags, companies' attributes, segment keys, and event counts as
+# {event: {day offset from now's UTC day: count}} (turned into days once ``now`` is known).
+company_maps = st.dictionaries(st.sampled_from(NAMES[:3]), scalars, min_size=1, max_size=2)
+
+
+@st.composite
+def extras(draw: st.DrawFn) -> tuple[Any, ...]:
+    """(tags, companies' attributes, segment keys, {event: {day offset: count}}), drawn from
+    plain integers (cheap to generate and to shrink)."""
+    if draw(st.integers(0, 3)) == 0:
+        return (frozenset(), (), frozenset(), {})
+    tags = frozenset(TAG_PAIRS[i] for i in draw(st.lists(st.integers(0, 11), max_size=3)))
+    companies = tuple(draw(company_maps) for _ in range(draw(st.integers(0, 2))))
+    mask = draw(st.integers(0, 7))
+    segment_keys = frozenset(k for i, k in enumerate(SEGMENT_KEYS) if mask >> i & 1)
+    events: dict[str, dict[int, int]] = {}
+    for _ in range(draw(st.integers(0, 4))):
+        days = events.setdefault(EVENT_NAMES[draw(st.integers(0, 1))], {})
+        days[draw(st.sampled_from(EVENT_DAYS))] = draw(st.integers(0, 3))
+    return tags, companies, segment_keys, events
+
+
 profiles = st.lists(
     st.tuples(
-        st.dictionaries(
-            st.sampled_from([*NAMES, "first_seen_at"]), stored_values, min_size=1, max_size=4
-        ),
+        attribute_maps,
         st.one_of(st.none(), st.text(ALPHABET, max_size=6)),
         moments,
         moments,
+        extras(),
     ),
     min_size=2,
     max_size=6,
@@ -146,8 +182,9 @@ OP_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "not_includes_all": st.lists(strings, max_size=3),
 }
 TYPES = ["string", "number", "boolean", "datetime", "list"]
+TYPED_NAMES = [*NAMES, *(f"company:{n}" for n in NAMES)]
 type_maps = st.one_of(
-    st.none(), st.dictionaries(st.sampled_from(NAMES), st.sampled_from(TYPES), max_size=3)
+    st.none(), st.dictionaries(st.sampled_from(TYPED_NAMES), st.sampled_from(TYPES), max_size=4)
 )
 
 
@@ -181,22 +218,55 @@ def _pool_value(draw: st.DrawFn, op: str, pool: list[Any]) -> Any:
     return draw(OP_VALUES[op])
 
 
+EVENT_OPS = ["is", "not", "lt", "lte", "gt", "gte", "between"]
+
+
+@st.composite
+def other_leaves(draw: st.DrawFn) -> dict[str, Any]:
+    """A bucket, tag, segment or event leaf."""
+    kind = draw(st.sampled_from(["bucket", "tag", "segment", "event", "event", "event"]))
+    if kind == "bucket":
+        lo = draw(st.integers(0, 100))
+        seed = draw(st.sampled_from(["s", "new-onboarding", "ü'"]))
+        return {"bucket": {"seed": seed, "from": lo, "to": draw(st.integers(lo, 100))}}
+    if kind == "tag":
+        tag = {"key": draw(st.sampled_from([*TAG_KEYS, "Other"]))}
+        if draw(st.booleans()):
+            tag["value"] = draw(st.sampled_from(TAG_VALUES))
+        return {"tag": tag}
+    if kind == "segment":
+        return {"segment": draw(st.sampled_from([*SEGMENT_KEYS, "id:s1", "id:s2"]))}
+    op = draw(st.sampled_from(EVENT_OPS))
+    value: Any = draw(st.integers(0, 5))
+    if op == "between":
+        value = sorted([value, draw(st.integers(0, 5))])
+    leaf = {"event": draw(st.sampled_from([*EVENT_NAMES, "E3"])), "op": op, "value": value}
+    if draw(st.integers(0, 3)) > 0:
+        leaf["withinDays"] = draw(st.one_of(st.sampled_from(WITHIN_DAYS), st.integers(1, 45)))
+    return leaf
+
+
 @st.composite
 def leaves(
-    draw: st.DrawFn, types: dict[str, str] | None, pools: dict[str, list[Any]]
+    draw: st.DrawFn,
+    types: dict[str, str] | None,
+    pools: dict[str, list[Any]],
+    company_pools: dict[str, list[Any]],
 ) -> dict[str, Any]:
     for _ in range(8):
-        if draw(st.integers(0, 15)) == 0:
-            lo = draw(st.integers(0, 100))
-            seed = draw(st.sampled_from(["s", "new-onboarding", "ü'"]))
-            return {"bucket": {"seed": seed, "from": lo, "to": draw(st.integers(lo, 100))}}
+        if draw(st.integers(0, 3)) == 0:
+            return draw(other_leaves())
         op = draw(st.sampled_from(sorted(OP_VALUES)))
-        if pools and draw(st.integers(0, 3)) > 0:  # mostly an attribute the profiles have
-            name = draw(st.sampled_from(sorted(pools)))
+        company = draw(st.integers(0, 3)) == 0
+        known = company_pools if company else pools
+        if known and draw(st.integers(0, 3)) > 0:  # mostly an attribute the profiles have
+            name = draw(st.sampled_from(sorted(known)))
         else:
             name = draw(st.sampled_from([*NAMES, "first_seen_at", "last_seen_at"]))
         leaf: dict[str, Any] = {"attribute": name, "op": op}
-        pool = pools.get(name)
+        if company:
+            leaf["scope"] = "company"
+        pool = known.get(name)
         if pool and op not in ("is_set", "is_not_set") and draw(st.booleans()):
             value = _pool_value(draw, op, pool)
         else:
@@ -215,13 +285,17 @@ def leaves(
 
 @st.composite
 def trees(
-    draw: st.DrawFn, types: dict[str, str] | None, pools: dict[str, list[Any]], depth: int = 0
+    draw: st.DrawFn,
+    types: dict[str, str] | None,
+    pools: dict[str, list[Any]],
+    company_pools: dict[str, list[Any]],
+    depth: int = 0,
 ) -> Any:
     if depth >= 3 or draw(st.integers(0, 2)) == 0:
-        return draw(leaves(types, pools))
+        return draw(leaves(types, pools, company_pools))
     key = draw(st.sampled_from(["all", "any", "none"]))
     size = draw(st.integers(0, 4))
-    return {key: [draw(trees(types, pools, depth + 1)) for _ in range(size)]}
+    return {key: [draw(trees(types, pools, company_pools, depth + 1)) for _ in range(size)]}
 
 
 def _scalars_in(value: Any) -> list[Any]:
@@ -239,14 +313,63 @@ def examples(draw: st.DrawFn) -> tuple[Any, dict[str, str] | None, list[Any]]:
     types = draw(type_maps)
     rows = draw(profiles)
     pools: dict[str, list[Any]] = {}
-    for attributes, *_ in rows:
-        for name, value in attributes.items():
-            if name in NAMES and (found := _scalars_in(value)):
-                pools.setdefault(name, []).extend(found)
-    return draw(trees(types, pools)), types, rows
+    company_pools: dict[str, list[Any]] = {}
+    for attributes, _, _, _, (_, companies, _, _) in rows:
+        for found_in, maps in ((pools, [attributes]), (company_pools, companies)):
+            for attrs in maps:
+                for name, value in attrs.items():
+                    if name in NAMES and (found := _scalars_in(value)):
+                        found_in.setdefault(name, []).extend(found)
+    return draw(trees(types, pools, company_pools)), types, rows
+
+
+@st.composite
+def relation_examples(draw: st.DrawFn) -> tuple[Any, dict[str, str] | None, list[Any]]:
+    """Small trees of tag, segment, event and company-scope leaves only, so that every leaf
+    weighs on the answer (edges of event windows, tag values, "any company")."""
+    types = draw(st.one_of(st.none(), st.just({"company:a": "number"})))
+    rows = draw(profiles)
+    company_pools: dict[str, list[Any]] = {}
+    for *_, (_, companies, _, _) in rows:
+        for attrs in companies:
+            for name, value in attrs.items():
+                if found := _scalars_in(value):
+                    company_pools.setdefault(name, []).extend(found)
+
+    def leaf() -> Any:
+        if company_pools and draw(st.integers(0, 3)) == 0:
+            for _ in range(8):
+                candidate = draw(leaves(types, {}, company_pools))
+                if candidate.get("scope") == "company":
+                    return candidate
+        return draw(other_leaves().filter(lambda x: "bucket" not in x))
+
+    size = draw(st.integers(1, 3))
+    if size == 1:
+        return leaf(), types, rows
+    return (
+        {draw(st.sampled_from(["all", "any", "none"])): [leaf() for _ in range(size)]},
+        types,
+        rows,
+    )
 
 
 # ---- the database side -----------------------------------------------------------------------
+
+
+Row = tuple[dict[str, Any], str | None, datetime, datetime, tuple[Any, ...]]
+
+
+def _with_ids(obj: Any, ids: dict[str, int]) -> Any:
+    """``{"segment": "id:s1"}`` leaves turned into references by id."""
+    if isinstance(obj, dict):
+        ref = obj.get("segment")
+        if isinstance(ref, str) and ref.startswith("id:"):
+            return {"segment": ids[ref[3:]]}
+        return {k: _with_ids(v, ids) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_with_ids(v, ids) for v in obj]
+    return obj
 
 
 class Database:
@@ -255,23 +378,44 @@ class Database:
     def __init__(self, dsn: str) -> None:
         self.loop = asyncio.new_event_loop()
         self.pool: asyncpg.Pool = self.loop.run_until_complete(create_pool(dsn, size=1))
+        self.segments: dict[str, int] = {}
+        self.tag_ids: dict[tuple[str, str], int] = {}
+        self.env_id = self.loop.run_until_complete(self._setup())
 
-        async def new_env() -> int:
-            async with self.pool.acquire() as conn:
-                return (await ensure_environment(conn, "conditions-property")).id
-
-        self.env_id = self.loop.run_until_complete(new_env())
+    async def _setup(self) -> int:
+        """The environment, its segments s1..s3 and every tag the examples use."""
+        async with self.pool.acquire() as conn:
+            env_id = (await ensure_environment(conn, "conditions-property")).id
+            for key in SEGMENT_KEYS:
+                seg_id = await conn.fetchval(
+                    """INSERT INTO segments (env_id, key, name, kind)
+                       VALUES ($1, $2, $2, 'manual') RETURNING id""",
+                    env_id,
+                    key,
+                )
+                self.segments[key] = self.segments[str(seg_id)] = seg_id
+            for key in TAG_KEYS:
+                for value in TAG_VALUES:
+                    self.tag_ids[(key, value)] = await conn.fetchval(
+                        "INSERT INTO tags (env_id, key, value) VALUES ($1, $2, $3) RETURNING id",
+                        env_id,
+                        key,
+                        value,
+                    )
+        return env_id
 
     def evaluate(
-        self, condition: Any, rows: list[tuple[Any, ...]], now: datetime
+        self, condition: Any, rows: list[Row], now: datetime
     ) -> tuple[list[bool], list[dict[str, Any]]]:
         """(SQL match per row, attributes as read back); the rows are rolled back after."""
         return self.loop.run_until_complete(self._evaluate(condition, rows, now))
 
     async def _evaluate(
-        self, condition: Any, rows: list[tuple[Any, ...]], now: datetime
+        self, condition: Any, rows: list[Row], now: datetime
     ) -> tuple[list[bool], list[dict[str, Any]]]:
-        fragment, params = compile_sql(condition, first_param=3, now_param=2)
+        fragment, params = compile_sql(
+            condition, first_param=3, now_param=2, segments=self.segments
+        )
         async with self.pool.acquire() as conn:
             transaction = conn.transaction()
             await transaction.start()  # rolled back: every example starts from no users
@@ -282,11 +426,12 @@ class Database:
                                                 $5::timestamptz[])
                        RETURNING id, attributes""",
                     self.env_id,
-                    [r[1] for r in rows],  # rows are (attributes, user_id, first, last)
+                    [r[1] for r in rows],  # rows are (attributes, user_id, first, last, extras)
                     [r[0] for r in rows],
                     [r[2] for r in rows],
                     [r[3] for r in rows],
                 )
+                await self._extras(conn, [r["id"] for r in inserted], rows, now)
                 matched = {
                     r["id"]
                     for r in await conn.fetch(
@@ -301,6 +446,56 @@ class Database:
                 await transaction.rollback()
         return [r["id"] in matched for r in inserted], [r["attributes"] for r in inserted]
 
+    async def _extras(self, conn: Conn, pks: list[int], rows: list[Row], now: datetime) -> None:
+        """The rows of user_tags, companies, company_members, memberships and event_counts."""
+        tags: list[tuple[int, int]] = []
+        companies: list[tuple[int, dict[str, Any]]] = []
+        members: list[tuple[int, int]] = []
+        counts: list[tuple[int, str, date, int]] = []
+        today = now.astimezone(UTC).date()
+        for pk, (*_, (tag_set, company_maps, segment_keys, events)) in zip(pks, rows, strict=True):
+            tags.extend((pk, self.tag_ids[t]) for t in tag_set)
+            companies.extend((pk, c) for c in company_maps)
+            members.extend((pk, self.segments[k]) for k in segment_keys)
+            for name, days in events.items():
+                counts.extend((pk, name, today + timedelta(days=d), n) for d, n in days.items())
+        if tags:
+            await conn.execute(
+                """INSERT INTO user_tags (env_id, user_pk, tag_id)
+                   SELECT $1, u, t FROM unnest($2::bigint[], $3::bigint[]) AS x(u, t)""",
+                self.env_id,
+                [t[0] for t in tags],
+                [t[1] for t in tags],
+            )
+        if companies:
+            await conn.execute(
+                """WITH c AS (
+                       INSERT INTO companies (env_id, company_id, attributes)
+                       SELECT $1, 'c' || i, a FROM unnest($3::jsonb[]) WITH ORDINALITY AS x(a, i)
+                       RETURNING id, company_id)
+                   INSERT INTO company_members (env_id, user_pk, company_pk)
+                   SELECT $1, x.u, c.id FROM unnest($2::bigint[]) WITH ORDINALITY AS x(u, i)
+                   JOIN c ON c.company_id = 'c' || x.i""",
+                self.env_id,
+                [c[0] for c in companies],
+                [c[1] for c in companies],
+            )
+        if members:
+            await conn.execute(
+                """INSERT INTO memberships (env_id, user_pk, segment_id)
+                   SELECT $1, u, s FROM unnest($2::bigint[], $3::bigint[]) AS x(u, s)""",
+                self.env_id,
+                [m[0] for m in members],
+                [m[1] for m in members],
+            )
+        if counts:
+            await conn.execute(
+                """INSERT INTO event_counts (env_id, user_pk, name, day, count)
+                   SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::date[], $5::int[])""",
+                self.env_id,
+                *([c[i] for c in counts] for i in range(4)),
+            )
+
     def close(self) -> None:
         self.loop.run_until_complete(self.pool.close())
         self.loop.close()
@@ -314,38 +509,64 @@ def database(settings: Settings) -> Iterator[Database]:
     database.close()
 
 
+def subject(row: Row, attributes: dict[str, Any], db: Database, now: datetime) -> Subject:
+    """The Python engine's view of a generated row (event day offsets resolved at ``now``)."""
+    _, user_id, first, last, (tags, companies, segment_keys, events) = row
+    today = datetime_us(now) // US_PER_DAY
+    return Subject(
+        0,
+        user_id,
+        attributes,
+        first,
+        last,
+        tags=tags,
+        companies=companies,
+        segments=frozenset(db.segments[k] for k in segment_keys),
+        events={name: {today + d: n for d, n in days.items()} for name, days in events.items()},
+    )
+
+
 @CONDITIONS
 @given(example=examples(), now=moments)
 def test_python_and_sql_engines_agree(
-    database: Database, example: tuple[Any, dict[str, str] | None, list[Any]], now: datetime
+    database: Database, example: tuple[Any, dict[str, str] | None, list[Row]], now: datetime
 ) -> None:
     obj, types, rows = example
     try:
-        condition = parse_condition(obj, types)
+        condition = parse_condition(_with_ids(obj, database.segments), types)
     except ConditionError:
         assume(False)
         raise
     # user ids are unique per environment
-    rows = [(a, None if u is None else f"{u}#{i}", f, s) for i, (a, u, f, s) in enumerate(rows)]
-    predicate = compile_python(condition)
+    rows = [(r[0], None if r[1] is None else f"{r[1]}#{i}", *r[2:]) for i, r in enumerate(rows)]
+    predicate = compile_python(condition, segments=database.segments)
     matched_sql, read_back = database.evaluate(condition, rows, now)
-    for (attributes, user_id, first, last), in_sql, stored in zip(
-        rows, matched_sql, read_back, strict=True
-    ):
-        in_python = predicate(Subject(0, user_id, attributes, first, last), now)
-        assert in_python == in_sql, (attributes, user_id, first, last)
-        again = predicate(Subject(0, user_id, stored, first, last), now)
+    for row, in_sql, stored in zip(rows, matched_sql, read_back, strict=True):
+        in_python = predicate(subject(row, row[0], database, now), now)
+        assert in_python == in_sql, row
+        again = predicate(subject(row, stored, database, now), now)
         assert again == in_python, ("read back", stored)
     event(
         f"rows matched: {'none' if not any(matched_sql) else 'all' if all(matched_sql) else 'some'}"
     )
 
 
+NO_EXTRAS: tuple[Any, ...] = (frozenset(), (), frozenset(), {})
+
+
+@settings(CONDITIONS, max_examples=max(1, CONDITIONS.max_examples // 3))
+@given(example=relation_examples(), now=moments)
+def test_engines_agree_on_tags_segments_events_and_companies(
+    database: Database, example: tuple[Any, dict[str, str] | None, list[Row]], now: datetime
+) -> None:
+    test_python_and_sql_engines_agree.hypothesis.inner_test(database, example, now)  # type: ignore[attr-defined]
+
+
 def test_now_is_honoured_not_the_clock(database: Database) -> None:
     """Time-relative leaves use the ``now`` passed in, in both engines."""
     condition = parse_condition({"attribute": "a", "op": "within_last_days", "value": 1})
     seen = datetime(2020, 1, 1, tzinfo=UTC)
-    rows = [({"a": "2020-01-01T00:00:00Z"}, "u", seen, seen)]
+    rows: list[Row] = [({"a": "2020-01-01T00:00:00Z"}, "u", seen, seen, NO_EXTRAS)]
     for now, expected in [(seen + timedelta(hours=1), True), (seen + timedelta(days=2), False)]:
         matched, _ = database.evaluate(condition, rows, now)
         assert matched == [expected]
