@@ -3,11 +3,15 @@
 - :func:`parse_condition` / :func:`condition_to_json`: JSON <-> typed tree, with validation.
 - :func:`compile_python`: closures evaluating a :class:`Subject` (the worker's touched users).
 - :func:`compile_sql`: a parameterised WHERE fragment over ``users`` (bulk recompute, lists).
+- :func:`explain`: the tree annotated with each node's result and the user's actual values.
+- :func:`referenced_segments` / :func:`referenced_attributes` / :func:`referenced_events` /
+  :func:`uses_time`: what a condition depends on.
 
 Both engines implement one semantics (``conditions.md``); property tests compare them on a
 real PostgreSQL.
 """
 
+from shared.conditions.explain import explain
 from shared.conditions.model import (
     AllOf,
     AnyOf,
@@ -46,6 +50,7 @@ __all__ = [
     "compile_python",
     "compile_sql",
     "condition_to_json",
+    "explain",
     "parse_condition",
     "referenced_attributes",
     "referenced_events",
