@@ -16,6 +16,8 @@ from arq.connections import create_pool as create_arq_pool
 from litestar import Litestar, Response, get
 from litestar.di import Provide
 
+from services.admin.attributes.controller import AttributeController
+from services.admin.queries.controller import QueryController
 from services.admin.segments.controller import SegmentController
 from services.admin.state import Admin, AdminState, provide_env, provide_state
 from services.admin.tags.controller import TagController
@@ -91,6 +93,8 @@ def create_app(settings: Settings) -> Litestar:
             UserController,
             TagController,
             WebhookController,
+            QueryController,
+            AttributeController,
         ],
         dependencies={"admin": Provide(provide_state), "env": Provide(provide_env)},
         lifespan=[lifespan],

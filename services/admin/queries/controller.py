@@ -1,0 +1,65 @@
+"""Condition queries on the admin API: segment preview, explain, and the users list filter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.params import FromPath, FromQuery
+
+from services.admin.bodies import decode_body
+from services.admin.queries import service
+from services.admin.queries.schemas import Explanation, Preview, UserPage, preview_decoder
+from services.admin.state import Admin, Env
+from shared.http import ApiError
+
+MAX_PAGE = 1000
+
+
+class QueryController(Controller):
+    """Preview an unsaved condition, explain a membership, list users matching a filter."""
+
+    path = "/v1"
+
+    @post("/segments/preview", status_code=200)
+    async def preview(self, request: Request[Any, Any, Any], admin: Admin, env: Env) -> Preview:
+        """How many users ``conditions`` matches now, and a sample of 20."""
+        body = decode_body(preview_decoder, await request.body())
+        async with admin.pool.acquire() as conn:
+            return await service.preview(conn, env.id, body.conditions)
+
+    @get("/segments/{segment:str}/explain/{user_id:str}")
+    async def explain(
+        self, admin: Admin, env: Env, segment: FromPath[str], user_id: FromPath[str]
+    ) -> Explanation:
+        """Why a user is (or is not) in a segment: the annotated condition tree."""
+        async with admin.pool.acquire() as conn:
+            return await service.explain_membership(conn, env.id, segment, user_id)
+
+    @get("/users")
+    async def users(
+        self,
+        admin: Admin,
+        env: Env,
+        filter: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 100,
+        cursor: FromQuery[str | None] = None,
+    ) -> UserPage:
+        """Users matching ``filter`` (a condition as JSON; every user without it), by age;
+        pass ``nextCursor`` back as ``cursor``."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise ApiError(400, f"limit: must be between 1 and {MAX_PAGE}", "limit")
+        after = 0
+        if cursor:
+            if not (cursor.isascii() and cursor.isdigit() and len(cursor) < 19):
+                raise ApiError(400, "cursor: not a cursor this endpoint returned", "cursor")
+            after = int(cursor)
+        condition: Any = None
+        if filter is not None:
+            try:
+                condition = msgspec.json.decode(filter)
+            except msgspec.DecodeError as exc:
+                raise ApiError(400, f"filter: not valid JSON: {exc}", "filter") from exc
+        async with admin.pool.acquire() as conn:
+            return await service.list_users(conn, env.id, condition, limit, after)

@@ -1,0 +1,233 @@
+"""Conditions evaluated over the users table (preview, users list) and for one user (explain).
+
+Every condition is validated and typed against the environment's attribute types and resolved
+against its segments; a ConditionError becomes a 422 naming the node's JSON path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from services.admin.queries.schemas import (
+    Explanation,
+    Preview,
+    SegmentRef,
+    UserPage,
+    UserSummary,
+)
+from shared.attribute_types import load_types
+from shared.conditions import (
+    Condition,
+    ConditionError,
+    Subject,
+    compile_sql,
+    explain,
+    parse_condition,
+    referenced_events,
+)
+from shared.db import Conn
+from shared.http import ApiError
+
+SAMPLE_SIZE = 20
+_USER_COLUMNS = "u.id, u.user_id, u.attributes, u.first_seen_at, u.last_seen_at"
+
+
+async def segment_map(conn: Conn, env_id: int) -> dict[str, int]:
+    """Segment key and id (as a string) -> id, for segment leaves."""
+    rows = await conn.fetch("SELECT id, key FROM segments WHERE env_id = $1", env_id)
+    out = {str(r["id"]): r["id"] for r in rows}
+    out.update({r["key"]: r["id"] for r in rows})  # a key wins over an id spelled the same
+    return out
+
+
+def _condition(raw: Any, types: Mapping[str, str], field: str) -> Condition:
+    try:
+        return parse_condition(raw, types)
+    except ConditionError as exc:
+        raise ApiError(422, f"{field}: {exc}", field) from exc
+
+
+def _where(
+    cond: Condition, segments: Mapping[str, int], first_param: int, field: str
+) -> tuple[str, list[Any]]:
+    try:
+        return compile_sql(cond, alias="u", first_param=first_param, segments=segments)
+    except ConditionError as exc:
+        raise ApiError(422, f"{field}: {exc}", field) from exc
+
+
+def _summary(row: asyncpg.Record) -> UserSummary:
+    return UserSummary(
+        userId=row["user_id"],
+        attributes=row["attributes"],
+        firstSeenAt=row["first_seen_at"],
+        lastSeenAt=row["last_seen_at"],
+    )
+
+
+async def preview(conn: Conn, env_id: int, raw: Any) -> Preview:
+    """The count of users matching the unsaved condition ``raw`` and the first 20 of them,
+    in one snapshot (a repeatable-read transaction)."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        types = await load_types(conn, env_id)
+        segments = await segment_map(conn, env_id)
+        where, params = _where(_condition(raw, types, "conditions"), segments, 2, "conditions")
+        count = await conn.fetchval(
+            f"SELECT count(*) FROM users u WHERE u.env_id = $1 AND {where}", env_id, *params
+        )
+        rows = await conn.fetch(
+            f"""SELECT {_USER_COLUMNS} FROM users u WHERE u.env_id = $1 AND {where}
+                ORDER BY u.id LIMIT {SAMPLE_SIZE}""",
+            env_id,
+            *params,
+        )
+    return Preview(count, [_summary(r) for r in rows])
+
+
+async def list_users(
+    conn: Conn, env_id: int, raw_filter: Any | None, limit: int, after: int
+) -> UserPage:
+    """Users with pk > ``after`` matching ``raw_filter`` (every user when None), by pk."""
+    where: str = "true"
+    params: list[Any] = []
+    if raw_filter is not None:
+        types = await load_types(conn, env_id)
+        segments = await segment_map(conn, env_id)
+        where, params = _where(_condition(raw_filter, types, "filter"), segments, 4, "filter")
+    rows = await conn.fetch(
+        f"""SELECT {_USER_COLUMNS} FROM users u
+            WHERE u.env_id = $1 AND u.id > $2 AND {where}
+            ORDER BY u.id LIMIT $3""",
+        env_id,
+        after,
+        limit + 1,
+        *params,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return UserPage([_summary(r) for r in rows], str(rows[-1]["id"]) if more else None)
+
+
+_FIND_USER = f"""
+SELECT {_USER_COLUMNS} FROM users u WHERE u.env_id = $1 AND u.user_id = $2
+UNION ALL
+SELECT {_USER_COLUMNS}
+FROM identities i JOIN users u ON u.env_id = i.env_id AND u.id = i.user_pk
+WHERE i.env_id = $1 AND i.anonymous_id = $2
+LIMIT 1
+"""
+
+
+async def load_subject(conn: Conn, env_id: int, user: asyncpg.Record, events: set[str]) -> Subject:
+    """The Python engine's view of one user: attributes, tags, companies' attributes,
+    segment memberships, and the day counts of ``events``."""
+    pk = user["id"]
+    tags = await conn.fetch(
+        """SELECT t.key, t.value FROM user_tags ut
+           JOIN tags t ON t.env_id = ut.env_id AND t.id = ut.tag_id
+           WHERE ut.env_id = $1 AND ut.user_pk = $2""",
+        env_id,
+        pk,
+    )
+    companies = await conn.fetch(
+        """SELECT c.attributes FROM company_members cm
+           JOIN companies c ON c.env_id = cm.env_id AND c.id = cm.company_pk
+           WHERE cm.env_id = $1 AND cm.user_pk = $2 ORDER BY c.id""",
+        env_id,
+        pk,
+    )
+    segments = await conn.fetch(
+        "SELECT segment_id FROM memberships WHERE env_id = $1 AND user_pk = $2", env_id, pk
+    )
+    counts: dict[str, dict[int, int]] = {}
+    if events:
+        for r in await conn.fetch(
+            """SELECT name, day - DATE '1970-01-01' AS day, count FROM event_counts
+               WHERE env_id = $1 AND user_pk = $2 AND name = ANY($3::text[])""",
+            env_id,
+            pk,
+            sorted(events),
+        ):
+            counts.setdefault(r["name"], {})[r["day"]] = r["count"]
+    return Subject(
+        pk,
+        user["user_id"],
+        user["attributes"],
+        user["first_seen_at"],
+        user["last_seen_at"],
+        tags=frozenset((r["key"], r["value"]) for r in tags),
+        companies=tuple(r["attributes"] for r in companies),
+        segments=frozenset(r["segment_id"] for r in segments),
+        events=counts,
+    )
+
+
+def _as_id(ref: str) -> int | None:
+    return int(ref) if ref.isascii() and ref.isdigit() and len(ref) < 19 else None
+
+
+async def explain_membership(
+    conn: Conn, env_id: int, segment_ref: str, ident: str, now: datetime | None = None
+) -> Explanation:
+    """Why user ``ident`` (userId or anonymous id) is or is not in segment ``segment_ref``
+    (key or id); 404 for an unknown segment or user."""
+    now = now or datetime.now(UTC)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        seg = await conn.fetchrow(
+            """SELECT id, key, kind, conditions FROM segments
+               WHERE env_id = $1 AND (key = $2 OR id = $3)
+               ORDER BY key = $2 DESC LIMIT 1""",
+            env_id,
+            segment_ref,
+            _as_id(segment_ref),
+        )
+        if seg is None:
+            raise ApiError(404, f"segment: no segment with key or id {segment_ref!r}", "segment")
+        user = await conn.fetchrow(_FIND_USER, env_id, ident)
+        if user is None:
+            raise ApiError(404, f"userId: no user {ident!r}", "userId")
+        member = bool(
+            await conn.fetchval(
+                """SELECT EXISTS (SELECT 1 FROM memberships
+                   WHERE env_id = $1 AND segment_id = $2 AND user_pk = $3)""",
+                env_id,
+                seg["id"],
+                user["id"],
+            )
+        )
+        ref = SegmentRef(str(seg["id"]), seg["key"], seg["kind"])
+        if seg["kind"] != "dynamic" or seg["conditions"] is None:
+            reason = (
+                "every user is a member of the All users segment"
+                if seg["kind"] == "all"
+                else "membership of a manual segment is set by hand (API, ingest, imports)"
+            )
+            return Explanation(
+                segment=ref,
+                userId=ident,
+                member=member,
+                result=member,
+                explanation=None,
+                reason=reason,
+            )
+        types = await load_types(conn, env_id)
+        segments = await segment_map(conn, env_id)
+        cond = _condition(seg["conditions"], types, "conditions")
+        subject = await load_subject(conn, env_id, user, referenced_events(cond))
+    try:
+        tree = explain(cond, subject, now, segments=segments)
+    except ConditionError as exc:
+        raise ApiError(422, f"conditions: {exc}", "conditions") from exc
+    result = bool(tree["result"])
+    return Explanation(
+        segment=ref,
+        userId=ident,
+        member=member,
+        result=result,
+        explanation=tree,
+        reason="the conditions " + ("hold" if result else "do not hold") + " for this user",
+    )
