@@ -158,11 +158,18 @@ GROUP BY t.membership_version
 """
 
 _LOAD_MANY = """
-SELECT u.user_id, u.membership_version AS version,
-       coalesce(array_agg(m.segment_id) FILTER (WHERE m.segment_id IS NOT NULL), '{}') AS segments
-FROM users u LEFT JOIN memberships m ON m.env_id = u.env_id AND m.user_pk = u.id
-WHERE u.env_id = $1 AND u.id = ANY($2::bigint[]) AND u.user_id IS NOT NULL
-GROUP BY u.env_id, u.id
+WITH sets AS (
+    SELECT u.id, u.user_id, u.membership_version AS version,
+           coalesce(array_agg(m.segment_id) FILTER (WHERE m.segment_id IS NOT NULL), '{}')
+             AS segments
+    FROM users u LEFT JOIN memberships m ON m.env_id = u.env_id AND m.user_pk = u.id
+    WHERE u.env_id = $1 AND u.id = ANY($2::bigint[])
+    GROUP BY u.env_id, u.id
+)
+SELECT s.user_id AS key, s.version, s.segments FROM sets s WHERE s.user_id IS NOT NULL
+UNION ALL
+SELECT i.anonymous_id, s.version, s.segments
+FROM sets s JOIN identities i ON i.env_id = $1 AND i.user_pk = s.id
 """
 
 
@@ -180,9 +187,10 @@ async def load_user_memberships(
 async def load_memberships_by_pk(
     conn: Conn | asyncpg.Pool, env_id: int, user_pks: list[int]
 ) -> dict[str, tuple[int, list[int]]]:
-    """{user_id: (membership_version, segment ids)} for identified users among ``user_pks``."""
+    """{key: (membership_version, segment ids)} for ``user_pks``: one entry per userId and
+    per anonymous id resolving to them (every Redis key that answers for these users)."""
     rows = await conn.fetch(_LOAD_MANY, env_id, user_pks)
-    return {r["user_id"]: (r["version"], list(r["segments"])) for r in rows}
+    return {r["key"]: (r["version"], list(r["segments"])) for r in rows}
 
 
 async def rebuild_cache(
@@ -203,8 +211,7 @@ async def rebuild_cache(
             pks = [
                 r["id"]
                 for r in await pool.fetch(
-                    """SELECT id FROM users WHERE env_id = $1 AND id > $2
-                         AND user_id IS NOT NULL ORDER BY id LIMIT $3""",
+                    "SELECT id FROM users WHERE env_id = $1 AND id > $2 ORDER BY id LIMIT $3",
                     env,
                     after,
                     chunk,

@@ -11,9 +11,6 @@ import signal
 from collections import Counter
 from typing import Any
 
-import pytest
-
-from services.worker.main import build_worker
 from tests.admin.conftest import Receiver
 from tests.conftest import ServiceStack
 from tests.e2e.conftest import Api, eventually
@@ -65,15 +62,9 @@ async def test_manual_members_tags_and_erase(api: Api) -> None:
     assert await api.member("bob", "course-101")
 
 
-def _deliveries_registered(stack: ServiceStack) -> bool:
-    return any("deliver_webhooks" in name for name in build_worker(stack.settings).functions)
-
-
 async def test_webhooks_signed_retried_and_not_repeated_after_a_restart(
     api: Api, stack: ServiceStack
 ) -> None:
-    if not _deliveries_registered(stack):
-        pytest.skip("the worker does not run deliver_webhooks yet")
     receiver = await Receiver(statuses=[500]).start()
     try:
         await api.create_segment("pro", {"attribute": "plan", "op": "is", "value": "pro"})

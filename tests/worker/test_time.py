@@ -75,3 +75,24 @@ async def test_bulk_recompute_carries_on_to_dependents(
     )
     await recompute_with_dependents(worker.pool, worker.cache, env.id, a, datetime.now(UTC))
     assert await worker.segments_of(env.id, "u") == {"all-users", "a", "b"}
+
+
+async def test_bulk_recompute_refreshes_anonymous_keys_too(
+    worker: Worker, env: EnvironmentKeys
+) -> None:
+    seg = await _segment(worker, env.id, "fr", {"attribute": "lang", "op": "is", "value": "fr"})
+    await worker.send(
+        env.id, {"type": "identify", "anonymousId": "anon-fr", "traits": {"lang": "fr"}}
+    )
+    await worker.drain()
+    assert seg in (await worker.cache.get(env.id, "anon-fr") or set())
+    await worker.pool.execute(
+        """UPDATE segments SET conditions = $3, version = version + 1
+           WHERE env_id = $1 AND id = $2""",
+        env.id,
+        seg,
+        {"attribute": "lang", "op": "is", "value": "de"},
+    )
+    await recompute_with_dependents(worker.pool, worker.cache, env.id, seg, datetime.now(UTC))
+    members = await worker.cache.get(env.id, "anon-fr")
+    assert members is not None and seg not in members
