@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -45,11 +46,12 @@ def _server_dsns() -> tuple[str, str]:
     return base, base.replace("/postgres?", "/{db}?")
 
 
-@pytest.fixture(scope="session")
-def settings() -> Iterator[Settings]:
-    """Settings pointing at this session's own database and Redis prefix."""
+@contextmanager
+def private_database(base: Settings | None, label: str) -> Iterator[Settings]:
+    """Settings with a freshly created and migrated database of their own (dropped on exit)
+    and their own Redis prefix: for tests that must not share data with a running worker."""
     admin_dsn, template = _server_dsns()
-    db_name = f"segments_test_{os.getpid()}_{secrets.token_hex(3)}"
+    db_name = f"segments_{label}_{os.getpid()}_{secrets.token_hex(3)}"
 
     async def create() -> None:
         conn = await asyncpg.connect(admin_dsn)
@@ -70,18 +72,31 @@ def settings() -> Iterator[Settings]:
             await conn.close()
 
     asyncio.run(create())
-    redis_url = (
-        "redis://127.0.0.1:6379/0" if reachable("127.0.0.1", 6379) else start_redis(TEST_DATA)
-    )
-    yield Settings(
-        database_url=template.format(db=db_name),
-        redis_url=redis_url,
-        redis_prefix=f"segtest{os.getpid()}",
-        data_dir=str(TEST_DATA),
-        sweep_seconds=1,
-        cache_seconds=0.2,
-    )
-    asyncio.run(drop())
+    if base is None:
+        redis_url = (
+            "redis://127.0.0.1:6379/0" if reachable("127.0.0.1", 6379) else start_redis(TEST_DATA)
+        )
+        base = Settings(
+            redis_url=redis_url,
+            data_dir=str(TEST_DATA),
+            sweep_seconds=1,
+            cache_seconds=0.2,
+        )
+    try:
+        yield msgspec.structs.replace(
+            base,
+            database_url=template.format(db=db_name),
+            redis_prefix=f"segtest{os.getpid()}{label}",
+        )
+    finally:
+        asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def settings() -> Iterator[Settings]:
+    """Settings pointing at this session's own database and Redis prefix."""
+    with private_database(None, "test") as session_settings:
+        yield session_settings
 
 
 @pytest.fixture(scope="session")

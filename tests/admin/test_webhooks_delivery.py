@@ -1,15 +1,15 @@
 """Webhook delivery by the worker's job, to a real local HTTP receiver: signatures, retries
 with backoff, giving up, order, leases (a worker dying mid-send), no re-send once delivered.
 
-Another worker (the end-to-end stack's, in the same session) may deliver the same rows: the
-assertions hold whoever sends, since every attempt is made once and recorded."""
+These tests run on a database of their own: the end-to-end stack's worker (same session)
+delivers every second, and must not claim the rows these tests deliver by hand."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
@@ -18,11 +18,33 @@ from litestar.testing import AsyncTestClient
 
 from services.worker import webhooks
 from services.worker.webhooks import deliver_webhooks
+from shared.db import create_pool
 from shared.environments import EnvironmentKeys
 from shared.settings import Settings
 from tests.admin.conftest import Received, Receiver, make_user, secret
+from tests.conftest import private_database
 
 Client = AsyncTestClient[Any]
+
+
+@pytest.fixture(scope="module")
+def settings() -> Iterator[Settings]:
+    """A private database and Redis prefix that no worker serves."""
+    with private_database(None, "hooks") as private:
+        yield private
+
+
+@pytest.fixture(scope="module")
+def quiet_settings(settings: Settings) -> Settings:
+    return settings
+
+
+@pytest.fixture(scope="module")
+async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    assert settings.database_url is not None
+    pool = await create_pool(settings.database_url, size=3)
+    yield pool
+    await pool.close()
 
 
 @pytest.fixture
