@@ -44,6 +44,7 @@ from bench.load import (
     Workload,
 )
 from bench.stack import DATA, BenchDatabase, Services, drop_redis_keys, redis_url
+from bench.worker import segment_conditions
 from shared.settings import Settings
 
 SEGMENT_KEY = "plan-pro"
@@ -73,6 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--give-up", type=float, default=10, help="seconds before a user times out")
     p.add_argument("--drain-timeout", type=float, default=300)
     p.add_argument("--query-users", type=int, default=5000, help="distinct users queried")
+    p.add_argument(
+        "--extra-segments",
+        type=int,
+        default=0,
+        help="more dynamic segments the worker evaluates for every identify (issue 4: 49)",
+    )
     p.add_argument(
         "--wait-quiet",
         type=float,
@@ -212,6 +219,14 @@ async def run(args: argparse.Namespace) -> Results:
             for name in ("ingest", "query", "admin", "worker"):
                 await services.start_async(name)
             ready = await asyncio.to_thread(create_segment, services.port("admin"), keys.secretKey)
+            for i in range(args.extra_segments):
+                _admin(
+                    services.port("admin"),
+                    keys.secretKey,
+                    "POST",
+                    "/v1/segments",
+                    {"name": f"extra {i}", "kind": "dynamic", "conditions": segment_conditions(i)},
+                )
             await services.stop_async("worker")
             return await _measure(
                 args, services, generator, db.dsn, keys.writeKey, ready, busy_before
