@@ -17,7 +17,7 @@ import io
 import os
 import random
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import msgspec
@@ -50,7 +50,9 @@ CHANGED = {
 async def load_users(pool: asyncpg.Pool, env_id: int, count: int) -> None:
     """COPY ``count`` users (CSV, in chunks) with random plan / seats / email attributes."""
     encode = msgspec.json.Encoder().encode
-    now = datetime.now(UTC).isoformat()
+    # loaded an hour ago: no write is recent enough for the post-commit re-check, as when
+    # nothing is being ingested while the segment is recomputed
+    now = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     rng = random.Random(7)
     chunk = 100_000
     for start in range(0, count, chunk):
@@ -62,7 +64,7 @@ async def load_users(pool: asyncpg.Pool, env_id: int, count: int) -> None:
                 "seats": rng.randrange(100),
                 "email": f"user-{n}@example.com",
             }
-            writer.writerow([env_id, f"user-{n}", encode(attributes).decode(), "{}", now, now])
+            writer.writerow([env_id, f"user-{n}", encode(attributes).decode(), "{}", now, now, now])
         async with pool.acquire() as conn:
             await conn.copy_to_table(
                 "users",
@@ -74,6 +76,7 @@ async def load_users(pool: asyncpg.Pool, env_id: int, count: int) -> None:
                     "attr_ts",
                     "first_seen_at",
                     "last_seen_at",
+                    "updated_at",
                 ],
                 format="csv",
             )
