@@ -206,19 +206,21 @@ class _Compiler:
         if op == "regex":
             return f'({x} COLLATE "C" ~ {add(v.pg, "text")})'
         if op == "between":
+            # ranges, not BETWEEN: PostgreSQL would evaluate (coerce) x twice
             lo, hi = (_numeric(n) for n in v)
-            return f"({x} BETWEEN {add(lo, 'numeric')} AND {add(hi, 'numeric')})"
+            if lo > hi:
+                # an empty range (numrange would refuse lo > hi); x keeps its parameters bound
+                return f"({x} IS NULL AND false)"
+            return f"(numrange({add(lo, 'numeric')}, {add(hi, 'numeric')}, '[]') @> {x})"
         if op == "on":
             start = v // US_PER_DAY * US_PER_DAY
-            return (
-                f"({x} >= {add(_numeric(start), 'numeric')} "
-                f"AND {x} < {add(_numeric(start + US_PER_DAY), 'numeric')})"
-            )
+            lo_sql = add(_numeric(start), "numeric")
+            return f"(numrange({lo_sql}, {add(_numeric(start + US_PER_DAY), 'numeric')}) @> {x})"
         if op in ("within_last_days", "more_than_days_ago"):
             now_us = sc.column_epoch_us(self.now_sql)
             since = f"{now_us} - {add(_numeric(v * US_PER_DAY), 'numeric')}"
             if op == "within_last_days":
-                return f"({x} BETWEEN {since} AND {now_us})"
+                return f"(numrange({since}, {now_us}, '[]') @> {x})"
             return f"({x} < {since})"
         if op == "includes_any":
             return f"({x} && {add(list(v), 'text[]')})"

@@ -33,6 +33,10 @@ from shared.db import Conn
 from shared.http import ApiError
 
 SAMPLE_SIZE = 20
+# Condition trees make large expressions that PostgreSQL's cost model sends to JIT
+# compilation, which then costs more than the whole scan (measured: ~300 ms of JIT on a
+# 150 ms count over 100,000 users).
+NO_JIT = "SET LOCAL jit = off"
 _USER_COLUMNS = "u.id, u.user_id, u.attributes, u.first_seen_at, u.last_seen_at"
 
 
@@ -73,18 +77,19 @@ async def preview(conn: Conn, env_id: int, raw: Any) -> Preview:
     """The count of users matching the unsaved condition ``raw`` and the first 20 of them,
     in one snapshot (a repeatable-read transaction)."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute(NO_JIT)
         types = await load_types(conn, env_id)
         segments = await segment_map(conn, env_id)
         where, params = _where(_condition(raw, types, "conditions"), segments, 2, "conditions")
-        count = await conn.fetchval(
-            f"SELECT count(*) FROM users u WHERE u.env_id = $1 AND {where}", env_id, *params
-        )
+        # one scan: the window count is taken over every match before LIMIT applies
         rows = await conn.fetch(
-            f"""SELECT {_USER_COLUMNS} FROM users u WHERE u.env_id = $1 AND {where}
+            f"""SELECT {_USER_COLUMNS}, count(*) OVER () AS total
+                FROM users u WHERE u.env_id = $1 AND {where}
                 ORDER BY u.id LIMIT {SAMPLE_SIZE}""",
             env_id,
             *params,
         )
+    count = rows[0]["total"] if rows else 0
     return Preview(count, [_summary(r) for r in rows])
 
 
@@ -98,15 +103,17 @@ async def list_users(
         types = await load_types(conn, env_id)
         segments = await segment_map(conn, env_id)
         where, params = _where(_condition(raw_filter, types, "filter"), segments, 4, "filter")
-    rows = await conn.fetch(
-        f"""SELECT {_USER_COLUMNS} FROM users u
-            WHERE u.env_id = $1 AND u.id > $2 AND {where}
-            ORDER BY u.id LIMIT $3""",
-        env_id,
-        after,
-        limit + 1,
-        *params,
-    )
+    async with conn.transaction(readonly=True):
+        await conn.execute(NO_JIT)
+        rows = await conn.fetch(
+            f"""SELECT {_USER_COLUMNS} FROM users u
+                WHERE u.env_id = $1 AND u.id > $2 AND {where}
+                ORDER BY u.id LIMIT $3""",
+            env_id,
+            after,
+            limit + 1,
+            *params,
+        )
     more = len(rows) > limit
     rows = rows[:limit]
     return UserPage([_summary(r) for r in rows], str(rows[-1]["id"]) if more else None)
