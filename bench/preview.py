@@ -19,13 +19,11 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import asyncpg
-
 from bench.stack import BenchDatabase
 from services.admin.queries.service import preview, segment_map
 from shared.attribute_types import load_types, record_inferred
 from shared.conditions import compile_sql, parse_condition
-from shared.db import create_pool
+from shared.db import Conn, create_pool
 
 PLANS = ["free", "starter", "pro", "enterprise", "Pro"]
 COUNTRIES = ["FR", "US", "DE", "JP", "BR", "IN", "GB"]
@@ -67,7 +65,7 @@ def attributes(rng: random.Random, i: int) -> dict[str, Any]:
 
 
 async def copy_with_jsonb(
-    conn: asyncpg.Connection,
+    conn: Conn,
     table: str,
     columns: list[str],
     types: list[str],
@@ -87,7 +85,7 @@ async def copy_with_jsonb(
     await conn.execute("DROP TABLE stage")
 
 
-async def load(conn: asyncpg.Connection, env_id: int, n: int, rng: random.Random) -> None:
+async def load(conn: Conn, env_id: int, n: int, rng: random.Random) -> None:
     users = [
         (env_id, f"u{i}", attributes(rng, i), NOW - timedelta(days=rng.uniform(0, 800)), NOW)
         for i in range(n)
@@ -152,8 +150,8 @@ async def load(conn: asyncpg.Connection, env_id: int, n: int, rng: random.Random
         if rng.random() < 0.5:
             for _ in range(rng.randrange(1, 8)):
                 day = today - timedelta(days=rng.randrange(0, 90))
-                key = (pk, rng.choice(EVENTS), day)
-                counts[key] = counts.get(key, 0) + rng.randrange(1, 4)
+                at = (pk, rng.choice(EVENTS), day)
+                counts[at] = counts.get(at, 0) + rng.randrange(1, 4)
     await conn.copy_records_to_table(
         "event_counts",
         records=[(env_id, pk, name, day, c) for (pk, name, day), c in counts.items()],
