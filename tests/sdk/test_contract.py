@@ -15,6 +15,8 @@ from typing import Any
 import msgspec
 import pytest
 
+from services.admin.attributes import schemas as attributes
+from services.admin.queries import schemas as queries
 from services.admin.segments import changes, manual, schemas
 from services.admin.tags import schemas as tags
 from services.admin.users import refs
@@ -170,6 +172,18 @@ STRUCTS: list[tuple[str, str, type[msgspec.Struct]]] = [
     ("admin", "Tag", tags.Tag),
     ("admin", "TagCreate", tags.TagCreate),
     ("admin", "TagUsersChange", tags.TagUsersChange),
+    ("admin", "PreviewRequest", queries.PreviewRequest),
+    ("admin", "Preview", queries.Preview),
+    ("admin", "UserSummary", queries.UserSummary),
+    ("admin", "UserPage", queries.UserPage),
+    ("admin", "ExplainedSegment", queries.SegmentRef),
+    ("admin", "Explanation", queries.Explanation),
+    ("admin", "AttributeInfo", attributes.AttributeInfo),
+    ("admin", "AttributeList", attributes.AttributeList),
+    ("admin", "AttributeTypeUpdate", attributes.AttributeTypeUpdate),
+    ("admin", "AttributeTypeChange", attributes.AttributeTypeChange),
+    ("admin", "AttributeWarning", attributes.AttributeWarning),
+    ("admin", "WarningPage", attributes.WarningPage),
 ]
 
 
