@@ -206,6 +206,7 @@ async def _recompute_locked(
             return None
         # users the worker changes while we compute are re-checked after our commit
         since = await conn.fetchval("SELECT clock_timestamp() - interval '60 seconds'")
+        await conn.execute("SET LOCAL jit = off")  # compiling the expressions costs more
         where, params = await _segment_where(conn, env_id, seg["conditions"])
         await conn.execute(
             f"""CREATE TEMP TABLE new_members ON COMMIT DROP AS

@@ -15,7 +15,14 @@ from msgspec import UNSET
 
 from services.admin.segments.references import SegmentGraph, segment_refs
 from services.admin.segments.schemas import Segment, SegmentCreate, SegmentUpdate
-from shared.conditions import ConditionError, condition_to_json, parse_condition
+from shared.attribute_types import load_types
+from shared.conditions import (
+    ConditionError,
+    compile_sql,
+    condition_to_json,
+    parse_condition,
+    referenced_segments,
+)
 from shared.db import Conn
 from shared.http import ApiError
 
@@ -68,12 +75,29 @@ def _check_name(name: str) -> str:
     return name.strip()
 
 
-def normalise_conditions(raw: Any) -> Any:
-    """Validated, normalised condition JSON, or a 422 naming the offending node's path."""
+async def normalise_conditions(conn: Conn, env_id: int, raw: Any) -> Any:
+    """Validated, normalised condition JSON, or a 422 naming the offending node's path. The
+    environment's attribute types apply (an operator or value that doesn't fit the declared
+    or inferred type is refused), and the tree must compile to SQL, as it will be run."""
+    types = await load_types(conn, env_id)
     try:
-        return condition_to_json(parse_condition(raw))
+        cond = parse_condition(raw, types)
+        compile_sql(cond, types=types, segments=await _segment_names(conn, env_id, cond))
+        return condition_to_json(cond)
     except ConditionError as exc:
         raise ApiError(422, str(exc), exc.path) from exc
+
+
+async def _segment_names(conn: Conn, env_id: int, cond: Any) -> dict[str, int]:
+    """key-or-id -> id of the segments a condition names that exist (unknown ones are left
+    for the reference check, which names them)."""
+    names = referenced_segments(cond)
+    if not names:
+        return {}
+    rows = await conn.fetch("SELECT id, key FROM segments WHERE env_id = $1", env_id)
+    known = {n: r["id"] for r in rows for n in (r["key"], str(r["id"]))}
+    # placeholders for unknown names: the graph check reports them with its own message
+    return {n: known.get(n, 0) for n in names}
 
 
 def as_id(ref: str) -> int | None:
@@ -144,7 +168,7 @@ async def create_segment(conn: Conn, env_id: int, body: SegmentCreate) -> Segmen
     if body.kind == "dynamic":
         if body.conditions is None:
             raise ApiError(422, "conditions: required for a dynamic segment", "conditions")
-        conditions = normalise_conditions(body.conditions)
+        conditions = await normalise_conditions(conn, env_id, body.conditions)
     elif body.conditions is not None:
         raise ApiError(422, "conditions: a manual segment has no conditions", "conditions")
     if body.key is not None:
@@ -215,7 +239,7 @@ async def update_segment(
             elif patch.conditions is None:
                 raise ApiError(422, "conditions: required for a dynamic segment", "conditions")
             else:
-                new = normalise_conditions(patch.conditions)
+                new = await normalise_conditions(conn, env_id, patch.conditions)
                 if new != conditions:
                     graph.check(row["id"], key, new)
                     conditions, changed = new, True

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -18,33 +18,11 @@ from litestar.testing import AsyncTestClient
 
 from services.worker import webhooks
 from services.worker.webhooks import deliver_webhooks
-from shared.db import create_pool
 from shared.environments import EnvironmentKeys
 from shared.settings import Settings
 from tests.admin.conftest import Received, Receiver, make_user, secret
-from tests.conftest import private_database
 
 Client = AsyncTestClient[Any]
-
-
-@pytest.fixture(scope="module")
-def settings() -> Iterator[Settings]:
-    """A private database and Redis prefix that no worker serves."""
-    with private_database(None, "hooks") as private:
-        yield private
-
-
-@pytest.fixture(scope="module")
-def quiet_settings(settings: Settings) -> Settings:
-    return settings
-
-
-@pytest.fixture(scope="module")
-async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    assert settings.database_url is not None
-    pool = await create_pool(settings.database_url, size=3)
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture
