@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -99,23 +99,41 @@ def settings() -> Iterator[Settings]:
         yield session_settings
 
 
-@pytest.fixture(scope="session")
-async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+@asynccontextmanager
+async def pool_for(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A connection pool on ``settings``' database."""
     assert settings.database_url is not None
     pool = await create_pool(settings.database_url, size=5)
-    yield pool
-    await pool.close()
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@asynccontextmanager
+async def redis_for(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    """A Redis client; every key under ``settings``' prefix is deleted on exit."""
+    assert settings.redis_url is not None
+    client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    async with pool_for(settings) as pool:
+        yield pool
 
 
 @pytest.fixture(scope="session")
 async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    assert settings.redis_url is not None
-    client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
-    yield client
-    keys = [k async for k in client.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+    async with redis_for(settings) as client:
+        yield client
 
 
 @pytest.fixture

@@ -7,13 +7,11 @@ no worker consumes, so that the drain job they enqueue stays visible.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
-import msgspec
 import pytest
 import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
@@ -23,42 +21,16 @@ from services.ingest.routes import Ingest
 from shared.db import create_pool
 from shared.environments import EnvironmentKeys, ensure_environment
 from shared.messages import InboxMessage, inbox_decoder
-from shared.migrate import migrate
 from shared.redis_keys import drain_job_id, queue_name
 from shared.settings import Settings
-from tests.conftest import _server_dsns
+from tests.conftest import private_database
 
 
 @pytest.fixture(scope="session")
 def ingest_settings(settings: Settings) -> Iterator[Settings]:
     """The session settings with a private database and Redis prefix for ingest tests."""
-    admin_dsn, template = _server_dsns()
-    db_name = f"segments_ingest_{secrets.token_hex(4)}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(admin_dsn)
-        try:
-            await conn.execute(f'CREATE DATABASE "{db_name}"')
-        finally:
-            await conn.close()
-        pool = await create_pool(template.format(db=db_name), size=1)
-        async with pool.acquire() as c:
-            await migrate(c)
-        await pool.close()
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(admin_dsn)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    prefix = f"{settings.redis_prefix}ing"
-    yield msgspec.structs.replace(
-        settings, database_url=template.format(db=db_name), redis_prefix=prefix
-    )
-    asyncio.run(drop())
+    with private_database(settings, "ing") as private:
+        yield private
 
 
 @pytest.fixture(scope="session")

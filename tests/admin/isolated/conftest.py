@@ -9,9 +9,8 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from shared.db import create_pool
 from shared.settings import Settings
-from tests.conftest import private_database
+from tests.conftest import pool_for, private_database, redis_for
 
 
 @pytest.fixture(scope="package")
@@ -27,18 +26,11 @@ def quiet_settings(settings: Settings) -> Settings:
 
 @pytest.fixture(scope="package")
 async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    assert settings.database_url is not None
-    pool = await create_pool(settings.database_url, size=3)
-    yield pool
-    await pool.close()
+    async with pool_for(settings) as pool:
+        yield pool
 
 
 @pytest.fixture(scope="package")
 async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    assert settings.redis_url is not None
-    client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
-    yield client
-    keys = [k async for k in client.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+    async with redis_for(settings) as client:
+        yield client
