@@ -20,7 +20,7 @@ from services.admin.segments.schemas import (
     update_decoder,
 )
 from services.admin.state import Admin, AdminState, Env
-from services.admin.users.refs import refs_decoder
+from services.admin.users.refs import refs_decoder, user_ids_page
 from shared.http import ApiError
 
 MAX_PAGE = 1000
@@ -110,7 +110,9 @@ class SegmentController(Controller):
         """A page of members, in a stable order; pass ``nextCursor`` back as ``cursor``."""
         after = page_args(limit, cursor)
         row = await service.require_segment(admin.pool, env.id, segment)
-        ids, next_after = await service.members_page(admin.pool, env.id, row["id"], limit, after)
+        ids, next_after = await user_ids_page(
+            admin.pool, "memberships", env.id, row["id"], limit, after
+        )
         return MembersPage(ids, None if next_after is None else str(next_after))
 
     @post("/{segment:str}/members", status_code=200)

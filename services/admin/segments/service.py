@@ -281,26 +281,3 @@ async def delete_segment(conn: Conn, env_id: int, ref: str) -> None:
                 "segment",
             )
         await conn.execute("DELETE FROM segments WHERE env_id = $1 AND id = $2", env_id, row["id"])
-
-
-async def members_page(
-    conn: Conn | asyncpg.Pool, env_id: int, segment_id: int, limit: int, after: int
-) -> tuple[list[str], int | None]:
-    """(ids of up to ``limit`` members with user pk > ``after``, the pk to continue after or
-    None when this is the last page). Keyset pagination on the memberships primary key."""
-    rows = await conn.fetch(
-        """SELECT m.user_pk,
-                  coalesce(u.user_id, (SELECT min(i.anonymous_id) FROM identities i
-                                       WHERE i.env_id = u.env_id AND i.user_pk = u.id)) AS ident
-           FROM memberships m JOIN users u ON u.env_id = m.env_id AND u.id = m.user_pk
-           WHERE m.env_id = $1 AND m.segment_id = $2 AND m.user_pk > $3
-           ORDER BY m.user_pk LIMIT $4""",
-        env_id,
-        segment_id,
-        after,
-        limit + 1,
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    ids = [r["ident"] if r["ident"] is not None else f"#{r['user_pk']}" for r in rows]
-    return ids, (rows[-1]["user_pk"] if more else None)

@@ -20,7 +20,7 @@ from services.admin.tags.schemas import (
     create_decoder,
     update_decoder,
 )
-from services.admin.users.refs import refs_decoder
+from services.admin.users.refs import refs_decoder, user_ids_page
 
 
 async def _after_commit(admin: AdminState, env_id: int, outcome: service.TagOutcome) -> None:
@@ -105,8 +105,8 @@ class TagController(Controller):
         after = page_args(limit, cursor)
         async with admin.pool.acquire() as conn:
             found = await service.require_tag(conn, env.id, tag)
-            ids, next_after = await service.tag_users_page(
-                conn, env.id, int(found.id), limit, after
+            ids, next_after = await user_ids_page(
+                conn, "user_tags", env.id, int(found.id), limit, after
             )
         return TagUsersPage(ids, None if next_after is None else str(next_after))
 

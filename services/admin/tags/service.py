@@ -277,26 +277,3 @@ async def change_tag_users(
         unknownEmails=users.unknown_emails,
     )
     return answer, bool(users.created), dependents
-
-
-async def tag_users_page(
-    conn: Conn, env_id: int, tag_id: int, limit: int, after: int
-) -> tuple[list[str], int | None]:
-    """(ids of up to ``limit`` users carrying the tag with pk > ``after``, the pk to continue
-    after or None on the last page)."""
-    rows = await conn.fetch(
-        """SELECT ut.user_pk,
-                  coalesce(u.user_id, (SELECT min(i.anonymous_id) FROM identities i
-                                       WHERE i.env_id = u.env_id AND i.user_pk = u.id)) AS ident
-           FROM user_tags ut JOIN users u ON u.env_id = ut.env_id AND u.id = ut.user_pk
-           WHERE ut.env_id = $1 AND ut.tag_id = $2 AND ut.user_pk > $3
-           ORDER BY ut.user_pk LIMIT $4""",
-        env_id,
-        tag_id,
-        after,
-        limit + 1,
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    ids = [r["ident"] if r["ident"] is not None else f"#{r['user_pk']}" for r in rows]
-    return ids, (rows[-1]["user_pk"] if more else None)

@@ -17,6 +17,7 @@ import time
 import uuid
 from typing import Annotated, Any
 
+import asyncpg
 import msgspec
 from msgspec import Meta
 
@@ -184,3 +185,32 @@ async def _announce(conn: Conn, env_id: int, pks: list[int], user_ids: list[str]
         env_id,
         bodies,
     )
+
+
+# The user lists of a segment (memberships) and of a tag (user_tags): table -> owner column.
+_PAGED = {"memberships": "segment_id", "user_tags": "tag_id"}
+
+
+async def user_ids_page(
+    conn: Conn | asyncpg.Pool, table: str, env_id: int, owner_id: int, limit: int, after: int
+) -> tuple[list[str], int | None]:
+    """(ids of up to ``limit`` users listed in ``table`` ("memberships" of a segment or
+    "user_tags" of a tag) with user pk > ``after``; the pk to continue after, or None on the
+    last page). Anonymous users are named by an anonymous id. Keyset pagination on the pk."""
+    column = _PAGED[table]  # a constant: never a caller's string in the SQL text
+    rows = await conn.fetch(
+        f"""SELECT x.user_pk,
+                   coalesce(u.user_id, (SELECT min(i.anonymous_id) FROM identities i
+                                        WHERE i.env_id = u.env_id AND i.user_pk = u.id)) AS ident
+            FROM {table} x JOIN users u ON u.env_id = x.env_id AND u.id = x.user_pk
+            WHERE x.env_id = $1 AND x.{column} = $2 AND x.user_pk > $3
+            ORDER BY x.user_pk LIMIT $4""",
+        env_id,
+        owner_id,
+        after,
+        limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    ids = [r["ident"] if r["ident"] is not None else f"#{r['user_pk']}" for r in rows]
+    return ids, (rows[-1]["user_pk"] if more else None)
