@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 
 from services.cli import SERVICES, check_service
-from services.embedded import start_postgres, start_redis
+from services.embedded import start_postgres, start_redis, stop_redis
 from shared.db import create_pool
 from shared.environments import EnvironmentKeys, ensure_environment
 from shared.migrate import migrate
@@ -65,12 +65,15 @@ def prepare(settings: Settings) -> EnvironmentKeys:
 def run_dev(settings: Settings) -> int:
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
+    embedded_redis: str | None = None
     if settings.database_url is None:
         print("starting embedded PostgreSQL ...", flush=True)
-        settings = msgspec.structs.replace(settings, database_url=start_postgres(data_dir))
+        dsn = start_postgres(data_dir, stop_at_exit=True)  # stopped when this runner exits
+        settings = msgspec.structs.replace(settings, database_url=dsn)
     if settings.redis_url is None:
         print("starting embedded Redis ...", flush=True)
-        settings = msgspec.structs.replace(settings, redis_url=start_redis(data_dir))
+        embedded_redis = start_redis(data_dir)
+        settings = msgspec.structs.replace(settings, redis_url=embedded_redis)
     keys = prepare(settings)
 
     child_env = {**os.environ, **to_environ(settings)}
@@ -127,5 +130,7 @@ def run_dev(settings: Settings) -> int:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+    if embedded_redis is not None:
+        stop_redis(embedded_redis)
     print("stopped.")
     return code

@@ -26,20 +26,30 @@ def free_port() -> int:
         return port
 
 
-def start_postgres(data_dir: Path) -> str:
+def start_postgres(data_dir: Path, *, stop_at_exit: bool = False) -> str:
     """Start (or reuse) an embedded PostgreSQL under ``data_dir/postgres``; return its DSN.
 
-    The server keeps running after this process exits so that a restart is fast; it listens
-    on a Unix socket in its data folder only.
+    It listens on a Unix socket in its data folder only. With ``stop_at_exit`` it stops when
+    this process exits (unless another process still uses it); otherwise it keeps running.
     """
     import pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(  # type: ignore[attr-defined]
-        str((data_dir / "postgres").resolve()), cleanup_mode=None
+        str((data_dir / "postgres").resolve()), cleanup_mode="stop" if stop_at_exit else None
     )
     dsn: str = server.get_uri()
     return dsn
+
+
+def stop_redis(url: str) -> None:
+    """Shut down a Redis server (the embedded one, at the end of the development runner)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(url).shutdown(nosave=True)
+    except redis.ConnectionError:
+        pass  # SHUTDOWN closes the connection: that is the expected answer
 
 
 def start_redis(data_dir: Path) -> str:
