@@ -45,6 +45,35 @@ def secret(env: EnvironmentKeys) -> dict[str, str]:
     return {"Authorization": f"Bearer {env.secretKey}"}
 
 
+async def create_manual(admin: AsyncTestClient, env: EnvironmentKeys, key: str) -> str:  # type: ignore[type-arg]
+    """Create manual segment ``key`` through the API; returns its id."""
+    resp = await admin.post(
+        "/v1/segments",
+        json={"name": key.title(), "key": key, "kind": "manual"},
+        headers=secret(env),
+    )
+    assert resp.status_code == 201, resp.text
+    seg_id: str = resp.json()["id"]
+    return seg_id
+
+
+async def change_members(
+    admin: AsyncTestClient,  # type: ignore[type-arg]
+    env: EnvironmentKeys,
+    seg: str,
+    users: list[str],
+    add: bool,
+) -> None:
+    """Add (or remove) users of manual segment ``seg`` by userId through the API."""
+    resp = await admin.request(
+        "POST" if add else "DELETE",
+        f"/v1/segments/{seg}/members",
+        json={"userIds": users},
+        headers=secret(env),
+    )
+    assert resp.status_code == 200, resp.text
+
+
 def recompute_job_id(settings: Settings, env_id: int, segment_id: str, version: int) -> str:
     return f"{settings.redis_prefix}:recompute:{env_id}:{segment_id}:{version}"
 

@@ -8,21 +8,9 @@ import asyncpg
 from litestar.testing import AsyncTestClient
 
 from shared.environments import EnvironmentKeys
-from tests.admin.conftest import make_user, secret
+from tests.admin.conftest import change_members, make_user, secret
 
 Client = AsyncTestClient[Any]
-
-
-async def _change(
-    admin: Client, env: EnvironmentKeys, seg: str, users: list[str], add: bool
-) -> None:
-    resp = await admin.request(
-        "POST" if add else "DELETE",
-        f"/v1/segments/{seg}/members",
-        json={"userIds": users},
-        headers=secret(env),
-    )
-    assert resp.status_code == 200, resp.text
 
 
 async def _page(admin: Client, env: EnvironmentKeys, seg: str, **params: str) -> dict[str, Any]:
@@ -46,10 +34,10 @@ async def test_feed_pages_and_follows(
     await make_user(db, env, None, anonymous_ids=("anon-1",))
 
     assert await _page(admin, env, "beta") == {"changes": [], "nextCursor": None, "hasMore": False}
-    await _change(admin, env, "beta", ["u1", "u2"], add=True)
-    await _change(admin, env, "other", ["u3"], add=True)
-    await _change(admin, env, "beta", ["u1"], add=False)
-    await _change(admin, env, "beta", ["anon-1"], add=True)
+    await change_members(admin, env, "beta", ["u1", "u2"], add=True)
+    await change_members(admin, env, "other", ["u3"], add=True)
+    await change_members(admin, env, "beta", ["u1"], add=False)
+    await change_members(admin, env, "beta", ["anon-1"], add=True)
 
     seen: list[tuple[str | None, bool, str]] = []
     ids: list[int] = []
@@ -73,7 +61,7 @@ async def test_feed_pages_and_follows(
     assert cursor is not None
     idle = await _page(admin, env, "beta", cursor=cursor)
     assert idle == {"changes": [], "nextCursor": cursor, "hasMore": False}
-    await _change(admin, env, "beta", ["u3"], add=True)
+    await change_members(admin, env, "beta", ["u3"], add=True)
     later = await _page(admin, env, "beta", cursor=cursor)
     assert [(c["userId"], c["entered"]) for c in later["changes"]] == [("u3", True)]
     assert int(later["nextCursor"]) > int(cursor)

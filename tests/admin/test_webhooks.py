@@ -8,29 +8,18 @@ import asyncpg
 from litestar.testing import AsyncTestClient
 
 from shared.environments import EnvironmentKeys
-from tests.admin.conftest import make_user, secret
+from tests.admin.conftest import create_manual, make_user, secret
 
 Client = AsyncTestClient[Any]
 URL = "http://127.0.0.1:9/hook"
-
-
-async def _manual(admin: Client, env: EnvironmentKeys, key: str) -> str:
-    resp = await admin.post(
-        "/v1/segments",
-        json={"name": key.title(), "key": key, "kind": "manual"},
-        headers=secret(env),
-    )
-    assert resp.status_code == 201, resp.text
-    seg_id: str = resp.json()["id"]
-    return seg_id
 
 
 async def test_create_list_read_update_delete(
     quiet_admin: Client, env: EnvironmentKeys, db: asyncpg.Pool
 ) -> None:
     admin = quiet_admin
-    beta = await _manual(admin, env, "beta")
-    gamma = await _manual(admin, env, "gamma")
+    beta = await create_manual(admin, env, "beta")
+    gamma = await create_manual(admin, env, "gamma")
     resp = await admin.post(
         "/v1/webhooks",
         json={"url": "https://lms.example.com/sync", "segments": ["beta", int(gamma), "beta"]},
@@ -95,7 +84,7 @@ async def test_create_list_read_update_delete(
 
 async def test_validation(quiet_admin: Client, env: EnvironmentKeys) -> None:
     admin = quiet_admin
-    await _manual(admin, env, "beta")
+    await create_manual(admin, env, "beta")
     cases: list[tuple[Any, str]] = [
         ({}, "url"),
         ({"url": "ftp://example.com/x"}, "url"),
@@ -134,7 +123,7 @@ async def test_delivery_log_pages_newest_first(
     quiet_admin: Client, env: EnvironmentKeys, db: asyncpg.Pool
 ) -> None:
     admin = quiet_admin
-    await _manual(admin, env, "beta")
+    await create_manual(admin, env, "beta")
     users = [f"u{i}" for i in range(5)]
     for u in users:
         await make_user(db, env, u)

@@ -20,7 +20,14 @@ from services.worker import webhooks
 from services.worker.webhooks import deliver_webhooks
 from shared.environments import EnvironmentKeys
 from shared.settings import Settings
-from tests.admin.conftest import Received, Receiver, make_user, secret
+from tests.admin.conftest import (
+    Received,
+    Receiver,
+    change_members,
+    create_manual,
+    make_user,
+    secret,
+)
 
 Client = AsyncTestClient[Any]
 
@@ -54,25 +61,6 @@ async def _hook(admin: Client, env: EnvironmentKeys, url: str, **extra: Any) -> 
     return out
 
 
-async def _manual(admin: Client, env: EnvironmentKeys, key: str) -> None:
-    resp = await admin.post(
-        "/v1/segments", json={"name": key, "key": key, "kind": "manual"}, headers=secret(env)
-    )
-    assert resp.status_code == 201, resp.text
-
-
-async def _members(
-    admin: Client, env: EnvironmentKeys, seg: str, users: list[str], add: bool
-) -> None:
-    resp = await admin.request(
-        "POST" if add else "DELETE",
-        f"/v1/segments/{seg}/members",
-        json={"userIds": users},
-        headers=secret(env),
-    )
-    assert resp.status_code == 200, resp.text
-
-
 async def _deliveries(db: asyncpg.Pool, hook: dict[str, Any]) -> list[asyncpg.Record]:
     return list(
         await db.fetch(
@@ -103,10 +91,10 @@ async def test_signed_delivery_retried_with_backoff_then_never_again(
     receiver: Receiver,
 ) -> None:
     receiver.statuses = [500, 503]
-    await _manual(admin, env, "course-101")
+    await create_manual(admin, env, "course-101")
     await make_user(db, env, "learner-1")
     hook = await _hook(admin, env, receiver.url, segments=["course-101"])
-    await _members(admin, env, "course-101", ["learner-1"], add=True)
+    await change_members(admin, env, "course-101", ["learner-1"], add=True)
     [row] = await _deliveries(db, hook)
     assert (row["status"], row["attempts"]) == ("pending", 0)
 
@@ -154,7 +142,7 @@ async def test_signed_delivery_retried_with_backoff_then_never_again(
     assert resp.status_code == 200
     new_secret = resp.json()["secret"]
     assert new_secret != hook["secret"]
-    await _members(admin, env, "course-101", ["learner-1"], add=False)
+    await change_members(admin, env, "course-101", ["learner-1"], add=False)
     await deliver_webhooks(_ctx(db, settings))
     assert len(receiver.requests) == 4
     _verify(receiver.requests[-1], new_secret)
@@ -171,10 +159,10 @@ async def test_gives_up_then_retry_from_the_admin_api(
 ) -> None:
     monkeypatch.setattr(webhooks, "MAX_ATTEMPTS", 3)
     receiver.statuses = [500, 500, 500]
-    await _manual(admin, env, "beta")
+    await create_manual(admin, env, "beta")
     await make_user(db, env, "u1")
     hook = await _hook(admin, env, receiver.url)
-    await _members(admin, env, "beta", ["u1"], add=True)
+    await change_members(admin, env, "beta", ["u1"], add=True)
     for _ in range(3):
         await _make_due(db, hook)
         await deliver_webhooks(_ctx(db, settings))
@@ -213,14 +201,14 @@ async def test_order_and_a_failure_postpones_the_rest(
     receiver: Receiver,
 ) -> None:
     receiver.statuses = [502]
-    await _manual(admin, env, "beta")
+    await create_manual(admin, env, "beta")
     for u in ("u1", "u2", "u3"):
         await make_user(db, env, u)
     hook = await _hook(admin, env, receiver.url)
-    await _members(admin, env, "beta", ["u1"], add=True)
-    await _members(admin, env, "beta", ["u2"], add=True)
-    await _members(admin, env, "beta", ["u1"], add=False)
-    await _members(admin, env, "beta", ["u3"], add=True)
+    await change_members(admin, env, "beta", ["u1"], add=True)
+    await change_members(admin, env, "beta", ["u2"], add=True)
+    await change_members(admin, env, "beta", ["u1"], add=False)
+    await change_members(admin, env, "beta", ["u3"], add=True)
 
     await deliver_webhooks(_ctx(db, settings))
     assert len(receiver.requests) == 1
@@ -258,10 +246,10 @@ async def test_a_worker_dying_mid_send_leaves_a_lease_that_expires(
     settings: Settings,
     receiver: Receiver,
 ) -> None:
-    await _manual(admin, env, "beta")
+    await create_manual(admin, env, "beta")
     await make_user(db, env, "u1")
     hook = await _hook(admin, env, receiver.url)
-    await _members(admin, env, "beta", ["u1"], add=True)
+    await change_members(admin, env, "beta", ["u1"], add=True)
     # a worker claims the batch, then is killed before sending anything
     claimed = await db.fetch(webhooks._CLAIM, 1000, webhooks.LEASE_SECONDS)
     assert int(hook["id"]) in {r["webhook_id"] for r in claimed}
@@ -284,11 +272,11 @@ async def test_timeouts_and_refused_connections_are_failures(
     monkeypatch.setattr(webhooks, "TIMEOUT", 0.3)
     hanging = await Receiver(hang=True).start()
     try:
-        await _manual(admin, env, "beta")
+        await create_manual(admin, env, "beta")
         await make_user(db, env, "u1")
         slow = await _hook(admin, env, hanging.url)
         refused = await _hook(admin, env, "http://127.0.0.1:9/")
-        await _members(admin, env, "beta", ["u1"], add=True)
+        await change_members(admin, env, "beta", ["u1"], add=True)
         await deliver_webhooks(_ctx(db, settings))
         [row] = await _deliveries(db, slow)
         assert (row["status"], row["attempts"], row["last_status"]) == ("pending", 1, None)
@@ -307,14 +295,14 @@ async def test_subscriptions_filter_segments_and_events(
     admin: Client, env: EnvironmentKeys, db: asyncpg.Pool
 ) -> None:
     for key in ("beta", "other"):
-        await _manual(admin, env, key)
+        await create_manual(admin, env, key)
     await make_user(db, env, "u1")
     exits = await _hook(admin, env, "http://127.0.0.1:9/", segments=["beta"], events=["exited"])
     paused = await _hook(admin, env, "http://127.0.0.1:9/", active=False)
     everything = await _hook(admin, env, "http://127.0.0.1:9/")
-    await _members(admin, env, "beta", ["u1"], add=True)
-    await _members(admin, env, "other", ["u1"], add=True)
-    await _members(admin, env, "beta", ["u1"], add=False)
+    await change_members(admin, env, "beta", ["u1"], add=True)
+    await change_members(admin, env, "other", ["u1"], add=True)
+    await change_members(admin, env, "beta", ["u1"], add=False)
     assert [
         (r["payload"]["type"], r["payload"]["segment"]["key"]) for r in await _deliveries(db, exits)
     ] == [("segment.exited", "beta")]
