@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -128,3 +128,19 @@ def browser_cors() -> CORSConfig:
         allow_credentials=False,
         max_age=86400,
     )
+
+
+async def health_response(
+    pool: asyncpg.Pool, redis_ping: Callable[[], Awaitable[object]]
+) -> Response[bytes]:
+    """/health: 200 when PostgreSQL and Redis both answer, else 503 naming the one that
+    did not."""
+    try:
+        await pool.fetchval("SELECT 1")
+    except Exception as exc:
+        return error_response(503, f"postgresql: {exc}", "postgresql")
+    try:
+        await redis_ping()
+    except Exception as exc:
+        return error_response(503, f"redis: {exc}", "redis")
+    return Response(b'{"status":"ok"}', media_type="application/json")

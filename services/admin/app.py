@@ -24,7 +24,7 @@ from services.admin.tags.controller import TagController
 from services.admin.users.controller import UserController
 from services.admin.webhooks.controller import WebhookController
 from shared.db import create_pool
-from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, error_response
+from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, health_response
 from shared.membership_cache import MembershipCache
 from shared.redis_keys import queue_name
 from shared.settings import Settings
@@ -41,15 +41,7 @@ async def hello() -> Response[bytes]:
 @get("/health")
 async def health(admin: Admin) -> Response[bytes]:
     """200 when PostgreSQL and Redis both answer, else 503 naming the one that did not."""
-    try:
-        await admin.pool.fetchval("SELECT 1")
-    except Exception as exc:
-        return error_response(503, f"postgresql: {exc}", "postgresql")
-    try:
-        await admin.arq.ping()
-    except Exception as exc:
-        return error_response(503, f"redis: {exc}", "redis")
-    return Response(b'{"status":"ok"}', media_type="application/json")
+    return await health_response(admin.pool, admin.arq.ping)
 
 
 def create_app(settings: Settings) -> Litestar:

@@ -19,7 +19,12 @@ from services.query.memberships import Memberships
 from services.query.redis_reader import PipelinedReader
 from services.query.state import QueryState
 from shared.db import create_pool
-from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, browser_cors, error_response
+from shared.http import (
+    EXCEPTION_HANDLERS,
+    EnvironmentCache,
+    browser_cors,
+    health_response,
+)
 from shared.membership_cache import MembershipCache
 from shared.settings import Settings
 
@@ -38,15 +43,7 @@ async def hello() -> Response[bytes]:
 async def health(request: Request[Any, Any, Any]) -> Response[bytes]:
     """200 when PostgreSQL and Redis both answer, else 503 naming the one that did not."""
     q: QueryState = request.app.state.query
-    try:
-        await q.pool.fetchval("SELECT 1")
-    except Exception as exc:
-        return error_response(503, f"postgresql: {exc}", "postgresql")
-    try:
-        await q.redis.ping()  # type: ignore[misc]
-    except Exception as exc:
-        return error_response(503, f"redis: {exc}", "redis")
-    return Response(b'{"status":"ok"}', media_type="application/json")
+    return await health_response(q.pool, q.redis.ping)
 
 
 def create_app(settings: Settings) -> Litestar:
