@@ -20,10 +20,11 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from bench.stack import BenchDatabase
-from services.admin.queries.service import preview, segment_map
+from services.admin.queries.service import preview
 from shared.attribute_types import load_types, record_inferred
 from shared.conditions import compile_sql, parse_condition
 from shared.db import Conn, create_pool
+from shared.segment_catalog import segment_names
 
 PLANS = ["free", "starter", "pro", "enterprise", "Pro"]
 COUNTRIES = ["FR", "US", "DE", "JP", "BR", "IN", "GB"]
@@ -222,7 +223,7 @@ async def run(args: argparse.Namespace) -> None:
                 print(f"loaded {args.users:,} users in {time.perf_counter() - t0:.1f} s")
                 await conn.execute("SET jit = off")  # as the preview service does
                 types = await load_types(conn, env.id)
-                segments = await segment_map(conn, env.id)
+                segments = await segment_names(conn, env.id)
                 floor: list[float] = []
                 for _ in range(max(args.trees, 10)):
                     t = time.perf_counter()

@@ -28,6 +28,7 @@ from shared.segment_catalog import (
     EnvSegments,
     SegmentCatalog,
     dependency_order,
+    segment_names,
 )
 
 __all__ = [
@@ -273,11 +274,7 @@ async def _recompute_locked(
 async def _segment_where(conn: Conn, env_id: int, conditions: Any) -> tuple[str, list[Any]]:
     """A segment's conditions as SQL over ``users u`` ($1 env, $2 now, $3 free, then params)."""
     types = await load_types(conn, env_id)
-    names = {
-        name: r["id"]
-        for r in await conn.fetch("SELECT id, key FROM segments WHERE env_id = $1", env_id)
-        for name in (r["key"], str(r["id"]))
-    }
+    names = await segment_names(conn, env_id)
     return compile_sql(
         parse_condition(conditions, types),
         alias="u",
@@ -359,16 +356,7 @@ async def dependents_of(conn: Conn, env_id: int, segment_id: int) -> list[int]:
            WHERE env_id = $1 AND kind = 'dynamic' AND conditions IS NOT NULL""",
         env_id,
     )
-    names = {name: r["id"] for r in rows for name in (r["key"], str(r["id"]))}
-    names.update(
-        {
-            name: r["id"]
-            for r in await conn.fetch(
-                "SELECT id, key FROM segments WHERE env_id = $1 AND kind <> 'dynamic'", env_id
-            )
-            for name in (r["key"], str(r["id"]))
-        }
-    )
+    names = await segment_names(conn, env_id)
     refs: dict[int, set[int]] = {}
     for row in rows:
         try:

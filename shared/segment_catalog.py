@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
+import asyncpg
 import msgspec
 
 from shared.attribute_types import load_types
@@ -74,6 +75,20 @@ class EnvSegments(msgspec.Struct, frozen=True):
         return result
 
 
+def name_map(rows: Iterable[asyncpg.Record]) -> dict[str, int]:
+    """Segment key and id (as a string) -> id, from rows with ``id`` and ``key``: how segment
+    leaves name segments. A key wins over an id spelled the same (keys are never all
+    digits, so this only matters for hand-made data)."""
+    out = {str(r["id"]): int(r["id"]) for r in rows}
+    out.update({r["key"]: int(r["id"]) for r in rows})
+    return out
+
+
+async def segment_names(conn: Conn, env_id: int) -> dict[str, int]:
+    """:func:`name_map` of every segment of the environment."""
+    return name_map(await conn.fetch("SELECT id, key FROM segments WHERE env_id = $1", env_id))
+
+
 def dependency_order(
     refs: Mapping[int, set[int]],
 ) -> list[int]:
@@ -120,10 +135,7 @@ class SegmentCatalog:
             "SELECT id, key, kind, version, conditions FROM segments WHERE env_id = $1", env_id
         )
         types = await load_types(conn, env_id)
-        names: dict[str, int] = {}
-        for row in rows:
-            names[row["key"]] = row["id"]
-            names[str(row["id"])] = row["id"]
+        names = name_map(rows)
         context = hash((tuple(sorted(types.items())), tuple(sorted(names.items()))))
         all_users: int | None = None
         manual: dict[str, int] = {}

@@ -31,6 +31,7 @@ from shared.conditions import (
 )
 from shared.db import Conn
 from shared.http import ApiError
+from shared.segment_catalog import segment_names
 
 SAMPLE_SIZE = 20
 # Condition trees make large expressions that PostgreSQL's cost model sends to JIT
@@ -38,14 +39,6 @@ SAMPLE_SIZE = 20
 # 150 ms count over 100,000 users).
 NO_JIT = "SET LOCAL jit = off"
 _USER_COLUMNS = "u.id, u.user_id, u.attributes, u.first_seen_at, u.last_seen_at"
-
-
-async def segment_map(conn: Conn, env_id: int) -> dict[str, int]:
-    """Segment key and id (as a string) -> id, for segment leaves."""
-    rows = await conn.fetch("SELECT id, key FROM segments WHERE env_id = $1", env_id)
-    out = {str(r["id"]): r["id"] for r in rows}
-    out.update({r["key"]: r["id"] for r in rows})  # a key wins over an id spelled the same
-    return out
 
 
 def _condition(raw: Any, types: Mapping[str, str], field: str) -> Condition:
@@ -79,7 +72,7 @@ async def preview(conn: Conn, env_id: int, raw: Any) -> Preview:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute(NO_JIT)
         types = await load_types(conn, env_id)
-        segments = await segment_map(conn, env_id)
+        segments = await segment_names(conn, env_id)
         where, params = _where(_condition(raw, types, "conditions"), segments, 2, "conditions")
         # one scan: the window count is taken over every match before LIMIT applies
         rows = await conn.fetch(
@@ -101,7 +94,7 @@ async def list_users(
     params: list[Any] = []
     if raw_filter is not None:
         types = await load_types(conn, env_id)
-        segments = await segment_map(conn, env_id)
+        segments = await segment_names(conn, env_id)
         where, params = _where(_condition(raw_filter, types, "filter"), segments, 4, "filter")
     async with conn.transaction(readonly=True):
         await conn.execute(NO_JIT)
@@ -222,7 +215,7 @@ async def explain_membership(
                 reason=reason,
             )
         types = await load_types(conn, env_id)
-        segments = await segment_map(conn, env_id)
+        segments = await segment_names(conn, env_id)
         cond = _condition(seg["conditions"], types, "conditions")
         subject = await load_subject(conn, env_id, user, referenced_events(cond))
     try:

@@ -25,6 +25,7 @@ from shared.conditions import (
 )
 from shared.db import Conn
 from shared.http import ApiError
+from shared.segment_catalog import segment_names
 
 MAX_KEY = 100
 # Serialises definition changes within one environment, so that two concurrent edits cannot
@@ -89,14 +90,12 @@ async def normalise_conditions(conn: Conn, env_id: int, raw: Any) -> Any:
 
 
 async def _segment_names(conn: Conn, env_id: int, cond: Any) -> dict[str, int]:
-    """key-or-id -> id of the segments a condition names that exist (unknown ones are left
-    for the reference check, which names them)."""
+    """The segment names a condition uses, resolved (unknown ones map to a placeholder: the
+    reference check reports them with its own message)."""
     names = referenced_segments(cond)
     if not names:
         return {}
-    rows = await conn.fetch("SELECT id, key FROM segments WHERE env_id = $1", env_id)
-    known = {n: r["id"] for r in rows for n in (r["key"], str(r["id"]))}
-    # placeholders for unknown names: the graph check reports them with its own message
+    known = await segment_names(conn, env_id)
     return {n: known.get(n, 0) for n in names}
 
 
