@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--trees", type=int, default=50, help="random 10-leaf trees to time")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--database", help="maintenance DSN (default: local PostgreSQL)")
+    p.add_argument("--per-leaf", action="store_true", help="also time each kind of leaf alone")
     return p.parse_args(argv)
 
 
@@ -206,6 +207,29 @@ def tree(rng: random.Random, leaves: int = 10) -> dict[str, Any]:
     return {rng.choice(["all", "any"]): [nested, *items[split:]]}
 
 
+async def time_leaves(
+    conn: Conn, env_id: int, types: dict[str, str], segments: dict[str, int], rng: random.Random
+) -> None:
+    """Each kind of leaf alone (median of 5), to see which one a slow tree pays for."""
+    seen: dict[str, float] = {}
+    for _ in range(400):
+        one = leaf(rng)
+        label = json.dumps({k: v for k, v in one.items() if k != "value"}, ensure_ascii=False)
+        if label in seen:
+            continue
+        where, params = compile_sql(parse_condition(one, types), first_param=2, segments=segments)
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            await conn.fetchval(
+                f"SELECT count(*) FROM users u WHERE u.env_id = $1 AND {where}", env_id, *params
+            )
+            times.append(time.perf_counter() - t)
+        seen[label] = statistics.median(times)
+    for label, took in sorted(seen.items(), key=lambda kv: -kv[1]):
+        print(f"  {took * 1000:7.1f} ms  {label}")
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -248,6 +272,8 @@ async def run(args: argparse.Namespace) -> None:
                     t = time.perf_counter()
                     await preview(conn, env.id, condition)
                     whole.append(time.perf_counter() - t)
+                if args.per_leaf:
+                    await time_leaves(conn, env.id, types, segments, rng)
         finally:
             await pool.close()
 
