@@ -114,7 +114,11 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = msgspec.structs.replace(
-            settings, ingest_port=free_port(), query_port=free_port(), admin_port=free_port()
+            settings,
+            ingest_port=free_port(),
+            query_port=free_port(),
+            admin_port=free_port(),
+            webhook_allow_private=True,  # benchmark receivers listen on 127.0.0.1
         )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = DATA / f"logs-{os.getpid()}"

@@ -75,6 +75,8 @@ def run_dev(settings: Settings) -> int:
         embedded_redis = start_redis(data_dir)
         settings = msgspec.structs.replace(settings, redis_url=embedded_redis)
     keys = prepare(settings)
+    if settings.webhook_allow_private is None:  # everything is local here, receivers too
+        settings = msgspec.structs.replace(settings, webhook_allow_private=True)
 
     child_env = {**os.environ, **to_environ(settings)}
     children = {

@@ -44,6 +44,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ingest_batch_rows: int = 5000
     #: SEGMENTS_CACHE_SECONDS: how long query/ingest keep environments and segment lists in memory.
     cache_seconds: float = 1.0
+    #: SEGMENTS_WEBHOOK_ALLOW_PRIVATE: let webhooks call loopback, private, link-local and other
+    #: non-public addresses. Unset means no (the admin API refuses such URLs and the worker
+    #: refuses to connect to them: SSRF), except under the development runner, which allows them.
+    webhook_allow_private: bool | None = None
 
 
 _ENV_NAMES: dict[str, str] = {
@@ -63,6 +67,7 @@ _ENV_NAMES: dict[str, str] = {
     "ingest_batch_rows": "SEGMENTS_INGEST_BATCH_ROWS",
     "time_recheck_seconds": "SEGMENTS_TIME_RECHECK_SECONDS",
     "cache_seconds": "SEGMENTS_CACHE_SECONDS",
+    "webhook_allow_private": "SEGMENTS_WEBHOOK_ALLOW_PRIVATE",
 }
 
 

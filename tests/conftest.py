@@ -81,6 +81,7 @@ def private_database(base: Settings | None, label: str) -> Iterator[Settings]:
             data_dir=str(TEST_DATA),
             sweep_seconds=1,
             cache_seconds=0.2,
+            webhook_allow_private=True,  # the tests' webhook receivers listen on 127.0.0.1
         )
     try:
         yield msgspec.structs.replace(
