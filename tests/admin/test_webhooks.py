@@ -1,13 +1,19 @@
-"""Webhook subscriptions through the admin API: validation, secrets, changes, the delivery log."""
+"""Webhook subscriptions through the admin API: validation (non-public targets refused unless
+allowed), secrets, changes, the delivery log."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import msgspec
+import pytest
 from litestar.testing import AsyncTestClient
 
+from services.admin.app import create_app
 from shared.environments import EnvironmentKeys
+from shared.settings import Settings
 from tests.admin.conftest import create_manual, make_user, secret
 
 Client = AsyncTestClient[Any]
@@ -184,3 +190,102 @@ async def test_delivery_log_pages_newest_first(
         )
         == 0
     )
+
+
+# (url, what the error names): a literal address or name of each kind webhooks may not call
+BLOCKED_URLS = [
+    ("http://127.0.0.1:5432/", "127.0.0.1 is a loopback address"),
+    ("http://10.0.0.5/hook", "10.0.0.5 is a private address"),
+    ("http://172.16.3.4/hook", "172.16.3.4 is a private address"),
+    ("http://192.168.1.10/hook", "192.168.1.10 is a private address"),
+    ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a link-local address"),
+    ("http://[::1]:8080/hook", "::1 is a loopback address"),
+    ("http://[fe80::1]/hook", "fe80::1 is a link-local address"),
+    ("http://[fd00::5]/hook", "fd00::5 is a private address"),
+    ("http://[::ffff:127.0.0.1]/hook", "::ffff:127.0.0.1 is a loopback address"),
+    ("http://[::ffff:a9fe:a9fe]/", "::ffff:a9fe:a9fe (169.254.169.254) is a link-local address"),
+    ("http://[64:ff9b::a00:5]/", "64:ff9b::a00:5 (10.0.0.5) is a private address"),
+    ("http://0.0.0.0:8003/hook", "0.0.0.0 is an unspecified address"),
+    ("http://100.64.0.1/hook", "100.64.0.1 is a shared (CGNAT) address"),
+    ("http://224.0.0.251/hook", "224.0.0.251 is a multicast address"),
+    ("http://240.0.0.1/hook", "240.0.0.1 is a reserved address"),
+    ("http://192.0.2.7/hook", "192.0.2.7 is a non-public address"),
+    ("http://localhost:8003/hook", "localhost is this machine"),
+    ("https://api.LOCALHOST./hook", "api.localhost. is this machine"),
+    # numeric forms the resolver reads as addresses
+    ("http://127.1/hook", "127.1 resolves to 127.0.0.1, a loopback address"),
+    ("http://2130706433/hook", "2130706433 resolves to 127.0.0.1, a loopback address"),
+    ("http://0xa9.0xfe.0xa9.0xfe/", "resolves to 169.254.169.254, a link-local address"),
+]
+
+
+@pytest.fixture
+async def guarded_admin(quiet_settings: Settings) -> AsyncIterator[Client]:
+    """An admin app with SEGMENTS_WEBHOOK_ALLOW_PRIVATE unset, as in production."""
+    blocked = msgspec.structs.replace(quiet_settings, webhook_allow_private=None)
+    async with AsyncTestClient(app=create_app(blocked)) as client:
+        yield client
+
+
+@pytest.mark.parametrize(("url", "named"), BLOCKED_URLS, ids=[u for u, _ in BLOCKED_URLS])
+async def test_non_public_targets_refused_and_nothing_saved(
+    guarded_admin: Client, env: EnvironmentKeys, db: asyncpg.Pool, url: str, named: str
+) -> None:
+    admin = guarded_admin
+    resp = await admin.post("/v1/webhooks", json={"url": url}, headers=secret(env))
+    assert resp.status_code == 422, resp.text
+    error = resp.json()
+    assert error["field"] == "url"
+    assert named in error["error"] and "public addresses" in error["error"], error
+    assert await db.fetchval("SELECT count(*) FROM webhooks WHERE env_id = $1", env.id) == 0
+
+    # a name that does not resolve now is accepted (the worker checks at each delivery) ...
+    resp = await admin.post(
+        "/v1/webhooks", json={"url": "https://hooks.example.invalid/x"}, headers=secret(env)
+    )
+    assert resp.status_code == 201, resp.text
+    hook = resp.json()
+    # ... and cannot be changed to a blocked target either
+    resp = await admin.patch(
+        f"/v1/webhooks/{hook['id']}", json={"url": url, "active": False}, headers=secret(env)
+    )
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["field"] == "url"
+    assert [
+        tuple(r)
+        for r in await db.fetch("SELECT url, active FROM webhooks WHERE env_id = $1", env.id)
+    ] == [("https://hooks.example.invalid/x", True)]
+
+
+async def test_non_public_targets_accepted_when_allowed(
+    quiet_admin: Client, env: EnvironmentKeys, db: asyncpg.Pool
+) -> None:
+    """The test settings set SEGMENTS_WEBHOOK_ALLOW_PRIVATE, as the development runner does."""
+    for url, _named in BLOCKED_URLS:
+        resp = await quiet_admin.post("/v1/webhooks", json={"url": url}, headers=secret(env))
+        assert resp.status_code == 201, (url, resp.text)
+        assert resp.json()["url"] == url
+    saved = await db.fetch("SELECT url FROM webhooks WHERE env_id = $1 ORDER BY id", env.id)
+    assert [r["url"] for r in saved] == [url for url, _named in BLOCKED_URLS]
+
+
+async def test_scheme_checked_before_the_address(
+    guarded_admin: Client, env: EnvironmentKeys
+) -> None:
+    for url in ("ftp://127.0.0.1/x", "gopher://169.254.169.254:70/", "file://localhost/etc"):
+        resp = await guarded_admin.post("/v1/webhooks", json={"url": url}, headers=secret(env))
+        assert resp.status_code == 422
+        assert resp.json()["error"] == "url: only http and https URLs can receive webhooks"
+
+
+async def test_public_targets_accepted_when_blocking(
+    guarded_admin: Client, env: EnvironmentKeys
+) -> None:
+    for url in (
+        "https://93.184.215.14/hook",
+        "https://[2606:4700:4700::1111]:8443/hook",
+        "http://[::ffff:8.8.8.8]/hook",
+        "https://hooks.example.invalid/later",  # does not resolve now: the worker checks
+    ):
+        resp = await guarded_admin.post("/v1/webhooks", json={"url": url}, headers=secret(env))
+        assert resp.status_code == 201, (url, resp.text)

@@ -32,10 +32,13 @@ class WebhookController(Controller):
         self, request: Request[Any, Any, Any], admin: Admin, env: Env
     ) -> WebhookWithSecret:
         """Subscribe a URL; the answer carries the signing secret (shown only here and when
-        rotated)."""
+        rotated). A URL whose host is or resolves to a non-public address is refused (422)
+        unless ``SEGMENTS_WEBHOOK_ALLOW_PRIVATE`` is set."""
         body = decode_body(create_decoder, await request.body())
         async with admin.pool.acquire() as conn:
-            return await service.create_webhook(conn, env.id, body)
+            return await service.create_webhook(
+                conn, env.id, body, allow_private=bool(admin.settings.webhook_allow_private)
+            )
 
     @get("/")
     async def list_all(self, admin: Admin, env: Env) -> WebhookList:
@@ -51,10 +54,17 @@ class WebhookController(Controller):
     async def update(
         self, request: Request[Any, Any, Any], admin: Admin, env: Env, webhook: FromPath[str]
     ) -> Webhook:
-        """Change the URL, segments, events or pause (``active: false``)."""
+        """Change the URL (checked as when created), segments, events or pause
+        (``active: false``)."""
         body = decode_body(update_decoder, await request.body())
         async with admin.pool.acquire() as conn:
-            return await service.update_webhook(conn, env.id, webhook, body)
+            return await service.update_webhook(
+                conn,
+                env.id,
+                webhook,
+                body,
+                allow_private=bool(admin.settings.webhook_allow_private),
+            )
 
     @delete("/{webhook:str}", status_code=204)
     async def remove(self, admin: Admin, env: Env, webhook: FromPath[str]) -> None:

@@ -5,10 +5,17 @@ Deliveries are written by whoever records a membership change, in the same state
 (``services.worker.webhooks``), which reads the webhook's current URL and secret at each
 attempt: a PATCHed URL or a rotated secret applies to pending deliveries too. A paused
 webhook (``active: false``) is sent nothing and queues nothing new.
+
+Unless ``SEGMENTS_WEBHOOK_ALLOW_PRIVATE`` is set, a URL is refused (422) when its host is
+``localhost`` or an address webhooks may not call (``shared.webhook_targets``), or when it
+resolves to one when saved. A name that does not resolve within :data:`RESOLVE_SECONDS` is
+accepted: DNS changes (a receiver is often set up after its webhook), and the worker checks
+every address again at each delivery, which is where the protection really lies.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -27,6 +34,10 @@ from services.admin.webhooks.schemas import (
 )
 from shared.db import Conn
 from shared.http import ApiError
+from shared.webhook_targets import BlockedTarget, check_addresses, is_localhost_name, resolve
+
+#: Seconds a URL's host name may take to resolve when it is saved.
+RESOLVE_SECONDS = 2.0
 
 _COLUMNS = "id, url, secret, segment_ids, on_entered, on_exited, active, created_at"
 
@@ -49,6 +60,32 @@ def check_url(url: str) -> str:
         raise ApiError(422, f"url: {url!r} has no usable host", "url")
     if parts.fragment:
         raise ApiError(422, "url: must not have a #fragment", "url")
+    return url
+
+
+async def check_target(url: str, *, allow_private: bool) -> str:
+    """``url`` (as :func:`check_url` answers it) when webhooks may call its host; else 422:
+    ``localhost``, a blocked literal address, or a name resolving to one. Unless
+    ``allow_private``."""
+    url = check_url(url)
+    if allow_private:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if is_localhost_name(host):
+        raise ApiError(
+            422, f"url: {host} is this machine; webhooks can only call public addresses", "url"
+        )
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        async with asyncio.timeout(RESOLVE_SECONDS):
+            addresses = await resolve(host, port)
+    except (OSError, TimeoutError, UnicodeError):
+        return url  # not resolvable now: the worker checks at each delivery
+    try:
+        check_addresses(host, addresses)
+    except BlockedTarget as exc:
+        raise ApiError(422, f"url: {exc}; webhooks can only call public addresses", "url") from None
     return url
 
 
@@ -140,8 +177,11 @@ async def _row(conn: Conn, env_id: int, ref: str, *, lock: bool = False) -> asyn
     return row
 
 
-async def create_webhook(conn: Conn, env_id: int, body: WebhookCreate) -> WebhookWithSecret:
-    url = check_url(body.url)
+async def create_webhook(
+    conn: Conn, env_id: int, body: WebhookCreate, *, allow_private: bool
+) -> WebhookWithSecret:
+    """Save a new webhook; ``allow_private``: ``settings.webhook_allow_private``."""
+    url = await check_target(body.url, allow_private=allow_private)
     on_entered, on_exited = _events(body.events)
     segment_ids = await _segment_ids(conn, env_id, body.segments)
     secret = new_secret()
@@ -171,10 +211,17 @@ async def read_webhook(conn: Conn, env_id: int, ref: str) -> Webhook:
     return await _to_webhook(conn, await _row(conn, env_id, ref))
 
 
-async def update_webhook(conn: Conn, env_id: int, ref: str, patch: WebhookUpdate) -> Webhook:
+async def update_webhook(
+    conn: Conn, env_id: int, ref: str, patch: WebhookUpdate, *, allow_private: bool
+) -> Webhook:
+    """Change the fields ``patch`` carries; ``allow_private`` as for :func:`create_webhook`."""
+    # checked (DNS included) before the row is locked
+    new_url = (
+        None if patch.url is UNSET else await check_target(patch.url, allow_private=allow_private)
+    )
     async with conn.transaction():
         row = await _row(conn, env_id, ref, lock=True)
-        url = row["url"] if patch.url is UNSET else check_url(patch.url)
+        url = row["url"] if new_url is None else new_url
         on_entered, on_exited = row["on_entered"], row["on_exited"]
         if patch.events is not UNSET:
             on_entered, on_exited = _events(patch.events)
