@@ -19,6 +19,13 @@ postpones the rest of that webhook's batch, so a healthy receiver sees changes i
 Every request carries ``X-Segments-Timestamp`` (Unix seconds) and ``X-Segments-Signature:
 sha256=<hex>``, the HMAC-SHA256 of ``"<timestamp>.<body>"`` under the webhook's secret.
 
+Unless ``SEGMENTS_WEBHOOK_ALLOW_PRIVATE`` is set, every attempt resolves the URL's host and
+refuses it when any address is not public (``shared.webhook_targets``): nothing is sent, and
+the attempt fails like any other ("blocked: 10.0.0.5 is a private address" in the log),
+backing off and retrying, since the URL may be corrected by then (pending deliveries use the
+current one). The connection goes to an address that was checked (:class:`PinnedTransport`),
+so DNS rebinding cannot slip another one in; redirects are never followed.
+
 Exits recorded by a privacy erase (cause ``erase``) carry the userId so that subscribers can
 remove the person too; once such a delivery is delivered or given up, its payload's userId
 is blanked.
@@ -31,13 +38,18 @@ import hashlib
 import hmac
 import logging
 import random
+import ssl
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import httpx
 import msgspec
+
+from shared.settings import Settings
+from shared.webhook_targets import BlockedTarget, IPAddress, check_addresses, resolve
 
 log = logging.getLogger("segments.webhooks")
 
@@ -122,6 +134,80 @@ def backoff(attempts: int) -> float:
     return base / 2 + random.uniform(0, base / 2)
 
 
+Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+
+
+class PinnedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that resolves each request's host itself, refuses it when any of
+    its addresses is blocked (unless ``allow_private``), and connects to those very addresses
+    (in the resolver's order, the next when one refuses the connection): the ``Host`` header,
+    TLS SNI and certificate check still use the name.
+
+    Connections are pooled per host name, never per address only, so a connection opened
+    (and TLS-verified) for one name never carries a request for another name on the same
+    address. ``resolver`` and ``verify`` are there for tests."""
+
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        resolver: Resolver = resolve,
+        verify: ssl.SSLContext | None = None,
+    ) -> None:
+        self.allow_private = allow_private
+        self._resolve = resolver
+        self._verify = verify
+        self._pools: dict[tuple[str, str, int], httpx.AsyncHTTPTransport] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        host = url.raw_host.decode("ascii")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            addresses = await self._resolve(host, port)
+        except (OSError, UnicodeError) as exc:
+            raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from exc
+        if not self.allow_private:
+            check_addresses(host, addresses)
+        pool = self._pools.get((url.scheme, host, port))
+        if pool is None:
+            if self._verify is None:
+                self._verify = httpx.create_ssl_context()  # certifi, as httpx by default
+            pool = httpx.AsyncHTTPTransport(verify=self._verify, trust_env=False)
+            self._pools[(url.scheme, host, port)] = pool
+        refused: httpx.ConnectError | None = None
+        for ip in addresses:
+            pinned = httpx.Request(
+                request.method,
+                url.copy_with(host=str(ip)),
+                headers=request.headers,  # Host: the name, as the client set it
+                stream=request.stream,
+                extensions={**request.extensions, "sni_hostname": host},
+            )
+            try:
+                return await pool.handle_async_request(pinned)
+            except httpx.ConnectError as exc:
+                refused = exc
+        raise refused or httpx.ConnectError(f"{host} has no address", request=request)
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            await pool.aclose()
+        self._pools.clear()
+
+
+def webhook_client(settings: Settings) -> httpx.AsyncClient:
+    """The HTTP client deliveries are sent with: :class:`PinnedTransport`, no redirects, no
+    proxies or credentials from the environment."""
+    return httpx.AsyncClient(
+        transport=PinnedTransport(allow_private=bool(settings.webhook_allow_private)),
+        timeout=TIMEOUT,
+        follow_redirects=False,
+        trust_env=False,
+        headers={"user-agent": "segments-webhooks/1"},
+    )
+
+
 class _Outcome(msgspec.Struct):
     env_id: int
     id: int
@@ -159,6 +245,8 @@ async def _post(client: httpx.AsyncClient, row: asyncpg.Record) -> tuple[int | N
                 )
     except TimeoutError:
         return None, f"timed out after {TIMEOUT:g} s"
+    except BlockedTarget as exc:
+        return None, f"blocked: {exc}"[:ERROR_CHARS]
     except (httpx.HTTPError, OSError) as exc:
         return None, f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
 
@@ -240,7 +328,7 @@ async def deliver_batch(pool: asyncpg.Pool, client: httpx.AsyncClient) -> list[i
 
 async def deliver_webhooks(ctx: dict[str, Any]) -> int:
     """Job: send due webhook deliveries for up to :data:`JOB_SECONDS`; returns how many
-    attempts were made. ``ctx`` needs ``pool``."""
+    attempts were made. ``ctx`` needs ``pool`` and ``settings``."""
     pool: asyncpg.Pool = ctx["pool"]
     deadline = time.monotonic() + JOB_SECONDS
     attempts = 0
@@ -254,11 +342,7 @@ async def deliver_webhooks(ctx: dict[str, Any]) -> int:
                 )
                 if not due:
                     break
-                client = httpx.AsyncClient(
-                    timeout=TIMEOUT,
-                    follow_redirects=False,
-                    headers={"user-agent": "segments-webhooks/1"},
-                )
+                client = webhook_client(ctx["settings"])
             sent = await deliver_batch(pool, client)
             if not sent:
                 break

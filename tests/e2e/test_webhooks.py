@@ -104,3 +104,39 @@ async def test_webhooks_signed_retried_and_not_repeated_after_a_restart(
             assert req.headers["x-segments-signature"] == "sha256=" + mac.hexdigest()
     finally:
         await receiver.close()
+
+
+async def test_a_worker_blocking_private_addresses_sends_them_nothing(
+    api: Api, stack: ServiceStack
+) -> None:
+    """The worker process reads SEGMENTS_WEBHOOK_ALLOW_PRIVATE (off here, as in production):
+    a receiver on 127.0.0.1 gets nothing and the delivery log says why."""
+    receiver = await Receiver().start()
+    stack.kill("worker", signal.SIGTERM)
+    stack.start("worker", webhook_allow_private=False)
+    hook: dict[str, Any] = {}
+    try:
+        await api.create_segment("vip", {"attribute": "plan", "op": "is", "value": "vip"})
+        resp = await api.admin.post("/v1/webhooks", json={"url": receiver.url, "segments": ["vip"]})
+        assert resp.status_code == 201, resp.text  # this admin allows, as the tests' settings do
+        hook = resp.json()
+        await api.identify("b1", {"plan": "vip"})
+
+        async def attempted() -> dict[str, Any] | None:
+            resp = await api.admin.get(f"/v1/webhooks/{hook['id']}/deliveries")
+            found: list[dict[str, Any]] = resp.json()["deliveries"]
+            return found[0] if found and found[0]["attempts"] else None
+
+        logged = await eventually(attempted, within=30)
+        assert (logged["status"], logged["lastStatus"], logged["lastError"]) == (
+            "pending",
+            None,
+            "blocked: 127.0.0.1 is a loopback address",
+        )
+        assert receiver.requests == []
+    finally:
+        if hook:  # its deliveries go with it: the normal worker must not retry them
+            await api.admin.delete(f"/v1/webhooks/{hook['id']}")
+        stack.kill("worker", signal.SIGTERM)
+        stack.start("worker")
+        await receiver.close()

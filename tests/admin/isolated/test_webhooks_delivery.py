@@ -1,11 +1,13 @@
 """Webhook delivery by the worker's job, to a real local HTTP receiver: signatures, retries
-with backoff, giving up, order, leases (a worker dying mid-send), no re-send once delivered.
+with backoff, giving up, order, leases (a worker dying mid-send), no re-send once delivered,
+nothing sent to a non-public address unless allowed, redirects not followed.
 
 These tests run on a database of their own: the end-to-end stack's worker (same session)
 delivers every second, and must not claim the rows these tests deliver by hand."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -13,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
@@ -311,3 +314,86 @@ async def test_subscriptions_filter_segments_and_events(
     await db.execute(
         "UPDATE webhook_deliveries SET status = 'failed' WHERE env_id = $1", env.id
     )  # keep these unreachable URLs out of other tests' delivery runs
+
+
+async def test_nothing_sent_to_a_non_public_address_unless_allowed(
+    admin: Client,
+    env: EnvironmentKeys,
+    db: asyncpg.Pool,
+    settings: Settings,
+    receiver: Receiver,
+) -> None:
+    """Hooks saved while allowed (or whose name later resolves inside) get nothing once
+    SEGMENTS_WEBHOOK_ALLOW_PRIVATE is off: the attempt fails, logged as blocked, and is
+    retried with backoff like any failure."""
+    blocked = msgspec.structs.replace(settings, webhook_allow_private=False)
+    await create_manual(admin, env, "beta")
+    await make_user(db, env, "u1")
+    literal = await _hook(admin, env, receiver.url)
+    named = await _hook(admin, env, f"http://localhost:{receiver.port}/by-name")
+    await change_members(admin, env, "beta", ["u1"], add=True)
+
+    await deliver_webhooks(_ctx(db, blocked))
+    assert receiver.requests == []
+    [row] = await _deliveries(db, literal)
+    assert (row["status"], row["attempts"], row["last_status"]) == ("pending", 1, None)
+    assert row["last_error"] == "blocked: 127.0.0.1 is a loopback address"
+    assert await db.fetchval("SELECT $1 > now()", row["next_attempt_at"])  # backing off
+    [row] = await _deliveries(db, named)
+    assert (row["status"], row["attempts"]) == ("pending", 1)
+    assert row["last_error"] in (
+        "blocked: localhost resolves to 127.0.0.1, a loopback address",
+        "blocked: localhost resolves to ::1, a loopback address",
+    )
+    resp = await admin.get(f"/v1/webhooks/{literal['id']}/deliveries", headers=secret(env))
+    [logged] = resp.json()["deliveries"]
+    assert (logged["status"], logged["lastStatus"], logged["lastError"]) == (
+        "pending",
+        None,
+        "blocked: 127.0.0.1 is a loopback address",
+    )
+
+    # the same deliveries go out when allowed (the dev runner and these tests allow)
+    for hook in (literal, named):
+        await _make_due(db, hook)
+    await deliver_webhooks(_ctx(db, settings))
+    assert sorted(r.path for r in receiver.requests) == ["/by-name", "/hooks/segments"]
+    by_name = next(r for r in receiver.requests if r.path == "/by-name")
+    assert by_name.headers["host"] == f"localhost:{receiver.port}"  # the name, not the address
+    for hook in (literal, named):
+        [row] = await _deliveries(db, hook)
+        assert (row["status"], row["attempts"]) == ("delivered", 2)
+
+
+async def test_redirects_are_not_followed(
+    admin: Client, env: EnvironmentKeys, db: asyncpg.Pool, settings: Settings, receiver: Receiver
+) -> None:
+    """A receiver answering 307 to an inside address gets a failed attempt, not a second
+    request elsewhere."""
+
+    async def redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
+        await reader.readexactly(int(head.split("content-length:")[1].split("\r\n")[0]))
+        writer.write(
+            f"HTTP/1.1 307 Moved\r\nlocation: {receiver.url}\r\ncontent-length: 0\r\n\r\n".encode()
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(redirect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        await create_manual(admin, env, "beta")
+        await make_user(db, env, "u1")
+        hook = await _hook(admin, env, f"http://127.0.0.1:{port}/moved")
+        await change_members(admin, env, "beta", ["u1"], add=True)
+        await deliver_webhooks(_ctx(db, settings))
+        [row] = await _deliveries(db, hook)
+        assert (row["status"], row["attempts"], row["last_status"]) == ("pending", 1, 307)
+        assert receiver.requests == []
+        await db.execute(
+            "UPDATE webhook_deliveries SET status = 'failed' WHERE env_id = $1", env.id
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
