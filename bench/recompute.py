@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import csv
 import io
+import logging
 import os
 import random
 import time
@@ -96,6 +97,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=1_000_000)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="  %(message)s")  # the phases of each run
 
     name = f"segments_bench_recompute_{os.getpid()}"
     admin = await asyncpg.connect(ADMIN_DSN)

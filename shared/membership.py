@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -157,6 +158,22 @@ async def record_changes(
         await conn.execute(_RECORD_ONLY, env_id, segment_ids, user_pks, entered, cause)
 
 
+class _Phases:
+    """Seconds spent in each phase of a recompute, for the log."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+        self.spent: list[tuple[str, float]] = []
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.spent.append((phase, now - self.last))
+        self.last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in self.spent)
+
+
 class RecomputeResult(msgspec.Struct, frozen=True):
     segment_id: int
     version: int
@@ -197,6 +214,7 @@ async def recompute_segment(
 async def _recompute_locked(
     conn: Conn, cache: MembershipCache, env_id: int, segment_id: int, now: datetime, cause: str
 ) -> RecomputeResult | None:
+    clock = _Phases()
     async with conn.transaction():
         seg = await conn.fetchrow(
             "SELECT kind, version, conditions FROM segments WHERE env_id = $1 AND id = $2",
@@ -220,6 +238,7 @@ async def _recompute_locked(
             *params,
         )
         await conn.execute("CREATE INDEX ON new_members (id)")
+        clock.mark("select")
         entered = await conn.fetch(
             """INSERT INTO memberships (env_id, segment_id, user_pk)
                SELECT $1, $2, n.id FROM new_members n
@@ -234,9 +253,11 @@ async def _recompute_locked(
             env_id,
             segment_id,
         )
+        clock.mark("swap")
         entered_pks = [r["user_pk"] for r in entered]
         exited_pks = [r["user_pk"] for r in exited]
         changed = entered_pks + exited_pks
+        patches: list[tuple[str, int, bool]] = []
         if changed:
             await record_changes(
                 conn,
@@ -246,14 +267,18 @@ async def _recompute_locked(
                 [True] * len(entered_pks) + [False] * len(exited_pks),
                 cause,
             )
+            clock.mark("log")
             # Bump versions so Redis takes our sets. An index scan over a sorted array locks in
             # id order, as the worker does (a third of the cost of a FOR UPDATE sub-select).
-            await conn.execute(
+            bumped = await conn.fetch(
                 """UPDATE users SET membership_version = membership_version + 1
-                   WHERE env_id = $1 AND id = ANY($2::bigint[])""",
+                   WHERE env_id = $1 AND id = ANY($2::bigint[])
+                   RETURNING id, user_id, membership_version""",
                 env_id,
                 sorted(changed),
             )
+            clock.mark("bump")
+            patches = await _cache_patches(conn, env_id, bumped, set(entered_pks))
         members = await conn.fetchval("SELECT count(*) FROM new_members")
         # 'ready' only if nobody changed the definition meanwhile (their job follows ours)
         await conn.execute(
@@ -264,11 +289,39 @@ async def _recompute_locked(
             segment_id,
             seg["version"],
         )
-    changed += await _recheck_touched(conn, env_id, segment_id, where, params, now, since, cause)
-    for start in range(0, len(changed), 5000):
-        sets = await load_memberships_by_pk(conn, env_id, changed[start : start + 5000])
+    clock.mark("commit")
+    rechecked = await _recheck_touched(conn, env_id, segment_id, where, params, now, since, cause)
+    clock.mark("recheck")
+    # Redis after the commit: the swap's changes as patches, the re-checked users reloaded.
+    await cache.patch_segment(env_id, segment_id, patches)
+    for start in range(0, len(rechecked), 5000):
+        sets = await load_memberships_by_pk(conn, env_id, rechecked[start : start + 5000])
         await cache.write_many(env_id, sets)
+    clock.mark("redis")
+    log.info(
+        "recomputed segment %s (%d changed, %d re-checked): %s",
+        segment_id,
+        len(changed),
+        len(rechecked),
+        clock,
+    )
     return RecomputeResult(segment_id, seg["version"], members, len(entered_pks), len(exited_pks))
+
+
+async def _cache_patches(
+    conn: Conn, env_id: int, bumped: list[asyncpg.Record], entered: set[int]
+) -> list[tuple[str, int, bool]]:
+    """(Redis key's user, new version, entered) for every key answering for the bumped users:
+    their userIds and the anonymous ids resolving to them."""
+    by_pk = {r["id"]: (r["membership_version"], r["id"] in entered) for r in bumped}
+    out = [(r["user_id"], *by_pk[r["id"]]) for r in bumped if r["user_id"] is not None]
+    for row in await conn.fetch(
+        "SELECT user_pk, anonymous_id FROM identities WHERE env_id = $1 AND user_pk = ANY($2)",
+        env_id,
+        list(by_pk),
+    ):
+        out.append((row["anonymous_id"], *by_pk[row["user_pk"]]))
+    return out
 
 
 async def _segment_where(conn: Conn, env_id: int, conditions: Any) -> tuple[str, list[Any]]:

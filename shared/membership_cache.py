@@ -7,10 +7,18 @@ PostgreSQL when the set was written. A set without a marker is incomplete and co
 Every write goes through one Lua script that replaces the set only when its version is newer
 than the one stored, so writers racing each other (the worker after a batch, a bulk recompute,
 the query service refilling after a miss) can land in any order and the newest state wins.
+
+A bulk recompute changes one segment for many users; instead of reloading each one's whole
+set from PostgreSQL it *patches* the sets (:meth:`MembershipCache.patch_segment`): a set at
+exactly the version before the recompute's gets the segment added or removed and the new
+version; any other set (missing, or behind) becomes a *hold* ``~<version>``: a set with no
+``_`` marker, so a read misses and refills from PostgreSQL, but whose version still turns away
+late writes of older states.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterable, Mapping
 
@@ -27,19 +35,61 @@ SET_TTL = 7 * 24 * 3600
 #: Seconds the "unknown user" answer is cached.
 UNKNOWN_TTL = 30
 MARKER = "_"
+#: Marker of a hold: the version is known, the contents are not (a read misses).
+HOLD = "~"
+#: Seconds a hold lives: longer than any write still in flight for an older version.
+HOLD_TTL = 600
 
+# A complete set at version >= ours, or a hold at a version > ours, wins.
 _REPLACE_IF_NEWER = """
 local members = redis.call('SMEMBERS', KEYS[1])
+local new = tonumber(ARGV[1])
 for _, m in ipairs(members) do
-  if string.sub(m, 1, 1) == '_' then
+  local c = string.sub(m, 1, 1)
+  if c == '_' or c == '~' then
     local v = tonumber(string.sub(m, 2))
-    if v ~= nil and v >= tonumber(ARGV[1]) then return 0 end
+    if v ~= nil and (v > new or (v == new and c == '_')) then return 0 end
   end
 end
 redis.call('DEL', KEYS[1])
 redis.call('SADD', KEYS[1], '_' .. ARGV[1], unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
+"""
+
+# KEYS: the users' keys; ARGV: segment id, hold TTL, then per key its new version and 1 (the
+# user entered) or 0 (exited). Returns how many sets were patched (the others hold).
+_PATCH_SEGMENT = """
+local seg, hold = ARGV[1], ARGV[2]
+local patched = 0
+for i, key in ipairs(KEYS) do
+  local new = tonumber(ARGV[2 * i + 1])
+  local v, complete, marker = nil, false, nil
+  for _, m in ipairs(redis.call('SMEMBERS', key)) do
+    local c = string.sub(m, 1, 1)
+    if c == '_' or c == '~' then
+      v = tonumber(string.sub(m, 2))
+      complete, marker = c == '_', m
+    end
+  end
+  if v == nil or v < new then
+    if complete and v == new - 1 then
+      redis.call('SREM', key, marker)
+      if ARGV[2 * i + 2] == '1' then
+        redis.call('SADD', key, seg, '_' .. new)
+      else
+        redis.call('SREM', key, seg)
+        redis.call('SADD', key, '_' .. new)
+      end
+      patched = patched + 1
+    else
+      redis.call('DEL', key)
+      redis.call('SADD', key, '~' .. new)
+      redis.call('EXPIRE', key, hold)
+    end
+  end
+end
+return patched
 """
 
 
@@ -53,7 +103,7 @@ def parse_members(members: Iterable[str]) -> tuple[int | None, set[int]]:
                 version = int(member[1:])
             except ValueError:
                 continue
-        else:
+        elif not member.startswith(HOLD):
             segments.add(int(member))
     return version, segments
 
@@ -65,6 +115,7 @@ class MembershipCache:
         self.redis = redis
         self.prefix = prefix
         self._sha = hashlib.sha1(_REPLACE_IF_NEWER.encode()).hexdigest()  # noqa: S324
+        self._patch_sha = hashlib.sha1(_PATCH_SEGMENT.encode()).hexdigest()  # noqa: S324
 
     def key(self, env_id: int, user_id: str) -> str:
         return membership_key(self.prefix, env_id, user_id)
@@ -85,24 +136,31 @@ class MembershipCache:
         )
 
     async def _replace(self, calls: list[tuple[str, list[str]]]) -> None:
-        """Run the replace-if-newer script once per (key, args) by EVALSHA, all commands packed
-        (by hiredis) and sent at once on one connection: per call this costs a third of a
-        redis-py pipeline. The script is loaded on the first NOSCRIPT (a new or flushed
-        Redis) and the batch re-run (the script is idempotent)."""
+        """Run the replace-if-newer script once per (key, args)."""
+        await self._evalsha(_REPLACE_IF_NEWER, self._sha, [([key], args) for key, args in calls])
+
+    async def _evalsha(
+        self, script: str, sha: str, calls: list[tuple[list[str], list[str]]]
+    ) -> list[object]:
+        """Run ``script`` once per (keys, args) by EVALSHA, all commands packed (by hiredis)
+        and sent at once on one connection: per call this costs a third of a redis-py
+        pipeline. The script is loaded on the first NOSCRIPT (a new or flushed Redis) and the
+        batch re-run (the scripts are idempotent). Returns the replies."""
         for attempt in range(2):
             packed = b"".join(
-                pack_command(("EVALSHA", self._sha, 1, key, *args))  # type: ignore[arg-type]
-                for key, args in calls
+                pack_command(("EVALSHA", sha, len(keys), *keys, *args))  # type: ignore[arg-type]
+                for keys, args in calls
             )
             pool = self.redis.connection_pool
             conn = await pool.get_connection()
             missing_script = False
             error: ResponseError | None = None
+            replies: list[object] = []
             try:
                 await conn.send_packed_command(packed)
                 for _ in calls:
                     try:
-                        await conn.read_response()
+                        replies.append(await conn.read_response())
                     except NoScriptError:
                         missing_script = True
                     except ResponseError as exc:
@@ -115,10 +173,11 @@ class MembershipCache:
             if error is not None:
                 raise error
             if not missing_script:
-                return
+                return replies
             if attempt:
                 raise NoScriptError("the membership script could not be loaded")
-            await self.redis.script_load(_REPLACE_IF_NEWER)
+            await self.redis.script_load(script)
+        raise AssertionError("unreachable")
 
     async def write_many(
         self,
@@ -135,6 +194,43 @@ class MembershipCache:
                     for user_id, (version, segments) in items[start : start + chunk]
                 ]
             )
+
+    async def patch_segment(
+        self,
+        env_id: int,
+        segment_id: int,
+        changes: Iterable[tuple[str, int, bool]],
+        keys_per_call: int = 100,
+        calls_per_send: int = 50,
+    ) -> int:
+        """Apply one segment's entries and exits ({user_id or anonymous id, new version,
+        entered}) to the users' sets: each set at exactly ``version - 1`` is patched, every
+        other (missing, behind) becomes a hold at ``version`` (see the module's doc); sets
+        already at ``version`` or newer are left alone. Returns how many were patched."""
+        items = list(changes)
+        head = [str(segment_id), str(HOLD_TTL)]
+        step = keys_per_call * calls_per_send
+
+        async def send(starts: range) -> int:
+            patched = 0
+            for start in starts:
+                calls: list[tuple[list[str], list[str]]] = []
+                for first in range(start, min(start + step, len(items)), keys_per_call):
+                    chunk = items[first : min(first + keys_per_call, start + step)]
+                    args = list(head)
+                    for _, version, entered in chunk:
+                        args.append(str(version))
+                        args.append("1" if entered else "0")
+                    calls.append(([self.key(env_id, user) for user, _, _ in chunk], args))
+                replies = await self._evalsha(_PATCH_SEGMENT, self._patch_sha, calls)
+                patched += sum(int(r) for r in replies)  # type: ignore[call-overload]
+            return patched
+
+        # two senders: one prepares its next batch while Redis runs the other's
+        counts = await asyncio.gather(
+            send(range(0, len(items), 2 * step)), send(range(step, len(items), 2 * step))
+        )
+        return sum(counts)
 
     async def forget(self, env_id: int, user_ids: Iterable[str]) -> None:
         keys = [self.key(env_id, u) for u in user_ids]

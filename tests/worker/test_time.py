@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from services.query.memberships import Memberships
 from shared.environments import EnvironmentKeys
 from shared.membership import recheck_timed_segments, recompute_with_dependents
 from tests.worker.conftest import Worker
@@ -19,6 +20,20 @@ async def _changes(worker: Worker, env_id: int) -> list[tuple[str, bool, str]]:
         env_id,
     )
     return [(r["key"], r["entered"], r["cause"]) for r in rows]
+
+
+async def _redefine(worker: Worker, env_id: int, segment_id: int, conditions: object) -> None:
+    """Change a segment's conditions and recompute it (and its dependents) in bulk."""
+    await worker.pool.execute(
+        """UPDATE segments SET conditions = $3, version = version + 1
+           WHERE env_id = $1 AND id = $2""",
+        env_id,
+        segment_id,
+        conditions,
+    )
+    await recompute_with_dependents(
+        worker.pool, worker.cache, env_id, segment_id, datetime.now(UTC)
+    )
 
 
 async def test_a_time_based_exit_happens_without_new_data(
@@ -66,14 +81,7 @@ async def test_bulk_recompute_carries_on_to_dependents(
     await worker.send(env.id, {"type": "identify", "userId": "u", "traits": {"plan": "free"}})
     await worker.drain()
     assert await worker.segments_of(env.id, "u") == {"all-users", "c"}
-    await worker.pool.execute(
-        """UPDATE segments SET conditions = $3, version = version + 1
-           WHERE env_id = $1 AND id = $2""",
-        env.id,
-        a,
-        {"attribute": "plan", "op": "is", "value": "free"},
-    )
-    await recompute_with_dependents(worker.pool, worker.cache, env.id, a, datetime.now(UTC))
+    await _redefine(worker, env.id, a, {"attribute": "plan", "op": "is", "value": "free"})
     assert await worker.segments_of(env.id, "u") == {"all-users", "a", "b"}
 
 
@@ -86,13 +94,29 @@ async def test_bulk_recompute_refreshes_anonymous_keys_too(
     )
     await worker.drain()
     assert seg in (await worker.cache.get(env.id, "anon-fr") or set())
-    await worker.pool.execute(
-        """UPDATE segments SET conditions = $3, version = version + 1
-           WHERE env_id = $1 AND id = $2""",
-        env.id,
-        seg,
-        {"attribute": "lang", "op": "is", "value": "de"},
-    )
-    await recompute_with_dependents(worker.pool, worker.cache, env.id, seg, datetime.now(UTC))
+    await _redefine(worker, env.id, seg, {"attribute": "lang", "op": "is", "value": "de"})
     members = await worker.cache.get(env.id, "anon-fr")
     assert members is not None and seg not in members
+
+
+async def test_bulk_recompute_holds_sets_it_cannot_patch(
+    worker: Worker, env: EnvironmentKeys
+) -> None:
+    """A user with no set in Redis gets a hold: reads miss and refill the recomputed state,
+    and a late write of the state before the recompute is turned away."""
+    seg = await _segment(worker, env.id, "de", {"attribute": "lang", "op": "is", "value": "de"})
+    await worker.send(env.id, {"type": "identify", "userId": "gone", "traits": {"lang": "de"}})
+    await worker.drain()
+    before = await worker.pool.fetchval(
+        "SELECT membership_version FROM users WHERE env_id = $1 AND user_id = 'gone'", env.id
+    )
+    assert seg in (await worker.cache.get(env.id, "gone") or set())
+    await worker.cache.forget(env.id, ["gone"])  # evicted, or never read
+    await _redefine(worker, env.id, seg, {"attribute": "lang", "op": "is", "value": "fr"})
+    assert await worker.cache.get(env.id, "gone") is None  # a hold: the next read misses
+    await worker.cache.write(env.id, "gone", before, [seg])  # a refill from an old snapshot
+    assert await worker.cache.get(env.id, "gone") is None
+    known, segments = await Memberships(worker.cache, worker.pool).read(env.id, "gone")
+    assert known and seg not in segments
+    refilled = await worker.cache.get(env.id, "gone")
+    assert refilled is not None and seg not in refilled and refilled == segments
