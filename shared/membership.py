@@ -108,10 +108,14 @@ async def write_memberships(
     return len(changes)
 
 
+# Logs the changes listed by ``{source}`` (rows of segment id, user pk, entered) with the cause
+# ``{cause}`` and, in the same statement, queues a delivery for every webhook subscribed to
+# them (an outbox: committed with the change, sent by the worker). Only identified users are
+# announced to webhooks.
 _RECORD_CHANGES = """
 WITH changes AS (
     INSERT INTO membership_changes (env_id, segment_id, user_pk, entered, cause)
-    SELECT $1, s, u, e, $5 FROM unnest($2::bigint[], $3::bigint[], $4::bool[]) AS x(s, u, e)
+    SELECT $1, s, u, e, {cause} FROM ({source}) AS x(s, u, e)
     RETURNING id, segment_id, user_pk, entered, at
 )
 INSERT INTO webhook_deliveries (env_id, webhook_id, change_id, payload)
@@ -119,7 +123,7 @@ SELECT $1, w.id, c.id, jsonb_build_object(
            'type', CASE WHEN c.entered THEN 'segment.entered' ELSE 'segment.exited' END,
            'id', c.id::text,
            'at', c.at,
-           'cause', $5,
+           'cause', {cause},
            'userId', u.user_id,
            'segment', jsonb_build_object('id', g.id::text, 'key', g.key, 'name', g.name))
 FROM changes c
@@ -130,11 +134,21 @@ JOIN segments g ON g.env_id = $1 AND g.id = c.segment_id
 JOIN users u ON u.env_id = $1 AND u.id = c.user_pk AND u.user_id IS NOT NULL
 """
 
-
 _RECORD_ONLY = """
 INSERT INTO membership_changes (env_id, segment_id, user_pk, entered, cause)
-SELECT $1, s, u, e, $5 FROM unnest($2::bigint[], $3::bigint[], $4::bool[]) AS x(s, u, e)
+SELECT $1, s, u, e, {cause} FROM ({source}) AS x(s, u, e)
 """
+
+_FROM_ARRAYS = "SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::bool[])"
+
+
+async def _log_changes(conn: Conn, env_id: int, source: str, cause: str, *args: Any) -> None:
+    """Run _RECORD_CHANGES, or only its log when the environment has no active webhook."""
+    hooked = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM webhooks WHERE env_id = $1 AND active)", env_id
+    )
+    sql = _RECORD_CHANGES if hooked else _RECORD_ONLY  # the common case: no subscriber, no join
+    await conn.execute(sql.format(source=source, cause=cause), env_id, *args)
 
 
 async def record_changes(
@@ -145,17 +159,11 @@ async def record_changes(
     entered: list[bool],
     cause: str,
 ) -> None:
-    """Log membership entries/exits and, in the same statement, queue a delivery for every
-    webhook subscribed to them (an outbox: committed with the change, sent by the worker).
-    Only identified users are announced to webhooks."""
-    if not segment_ids:
-        return
-    if await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM webhooks WHERE env_id = $1 AND active)", env_id
-    ):
-        await conn.execute(_RECORD_CHANGES, env_id, segment_ids, user_pks, entered, cause)
-    else:  # the common case: no subscriber, no join
-        await conn.execute(_RECORD_ONLY, env_id, segment_ids, user_pks, entered, cause)
+    """Log membership entries/exits and queue their webhook deliveries (see _RECORD_CHANGES)."""
+    if segment_ids:
+        await _log_changes(
+            conn, env_id, _FROM_ARRAYS, "$5::text", segment_ids, user_pks, entered, cause
+        )
 
 
 class _Phases:
@@ -239,32 +247,44 @@ async def _recompute_locked(
         )
         await conn.execute("CREATE INDEX ON new_members (id)")
         clock.mark("select")
-        entered = await conn.fetch(
-            """INSERT INTO memberships (env_id, segment_id, user_pk)
-               SELECT $1, $2, n.id FROM new_members n
-               ON CONFLICT DO NOTHING RETURNING user_pk""",
-            env_id,
-            segment_id,
+        # the difference, in one statement (both halves see the memberships as they were)
+        await conn.execute(
+            """CREATE TEMP TABLE swapped (user_pk bigint, entered boolean) ON COMMIT DROP"""
         )
-        exited = await conn.fetch(
-            """DELETE FROM memberships m WHERE m.env_id = $1 AND m.segment_id = $2
-                 AND NOT EXISTS (SELECT 1 FROM new_members n WHERE n.id = m.user_pk)
-               RETURNING user_pk""",
+        await conn.execute(
+            """WITH entered AS (
+                   INSERT INTO memberships (env_id, segment_id, user_pk)
+                   SELECT $1, $2, n.id FROM new_members n
+                   WHERE NOT EXISTS (SELECT 1 FROM memberships m
+                                     WHERE m.env_id = $1 AND m.segment_id = $2
+                                       AND m.user_pk = n.id)
+                   ON CONFLICT DO NOTHING RETURNING user_pk),
+               exited AS (
+                   DELETE FROM memberships m WHERE m.env_id = $1 AND m.segment_id = $2
+                     AND NOT EXISTS (SELECT 1 FROM new_members n WHERE n.id = m.user_pk)
+                   RETURNING user_pk)
+               INSERT INTO swapped
+               SELECT user_pk, true FROM entered UNION ALL SELECT user_pk, false FROM exited""",
             env_id,
             segment_id,
         )
         clock.mark("swap")
-        entered_pks = [r["user_pk"] for r in entered]
-        exited_pks = [r["user_pk"] for r in exited]
-        changed = entered_pks + exited_pks
+        counts = await conn.fetchrow(
+            """SELECT count(*) FILTER (WHERE entered) AS entered,
+                      count(*) FILTER (WHERE NOT entered) AS exited,
+                      coalesce(array_agg(user_pk) FILTER (WHERE entered), '{}') AS entered_pks
+               FROM swapped"""
+        )
+        assert counts is not None
+        entered_count, exited_count = counts["entered"], counts["exited"]
         patches: list[tuple[str, int, bool]] = []
-        if changed:
-            await record_changes(
+        if entered_count or exited_count:
+            await _log_changes(
                 conn,
                 env_id,
-                [segment_id] * len(changed),
-                changed,
-                [True] * len(entered_pks) + [False] * len(exited_pks),
+                "SELECT $2::bigint, user_pk, entered FROM swapped",
+                "$3::text",
+                segment_id,
                 cause,
             )
             clock.mark("log")
@@ -272,13 +292,13 @@ async def _recompute_locked(
             # id order, as the worker does (a third of the cost of a FOR UPDATE sub-select).
             bumped = await conn.fetch(
                 """UPDATE users SET membership_version = membership_version + 1
-                   WHERE env_id = $1 AND id = ANY($2::bigint[])
+                   WHERE env_id = $1
+                     AND id = ANY(ARRAY(SELECT user_pk FROM swapped ORDER BY user_pk))
                    RETURNING id, user_id, membership_version""",
                 env_id,
-                sorted(changed),
             )
             clock.mark("bump")
-            patches = await _cache_patches(conn, env_id, bumped, set(entered_pks))
+            patches = await _cache_patches(conn, env_id, bumped, set(counts["entered_pks"]))
         members = await conn.fetchval("SELECT count(*) FROM new_members")
         # 'ready' only if nobody changed the definition meanwhile (their job follows ours)
         await conn.execute(
@@ -301,11 +321,11 @@ async def _recompute_locked(
     log.info(
         "recomputed segment %s (%d changed, %d re-checked): %s",
         segment_id,
-        len(changed),
+        entered_count + exited_count,
         len(rechecked),
         clock,
     )
-    return RecomputeResult(segment_id, seg["version"], members, len(entered_pks), len(exited_pks))
+    return RecomputeResult(segment_id, seg["version"], members, entered_count, exited_count)
 
 
 async def _cache_patches(
