@@ -45,6 +45,19 @@ def secret(env: EnvironmentKeys) -> dict[str, str]:
     return {"Authorization": f"Bearer {env.secretKey}"}
 
 
+async def get_ok(
+    admin: AsyncTestClient,  # type: ignore[type-arg]
+    env: EnvironmentKeys,
+    path: str,
+    **params: str,
+) -> dict[str, Any]:
+    """GET ``path`` with the environment's secret key; asserts a 200 and returns the body."""
+    resp = await admin.get(path, params=params, headers=secret(env))
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
+
+
 async def create_manual(admin: AsyncTestClient, env: EnvironmentKeys, key: str) -> str:  # type: ignore[type-arg]
     """Create manual segment ``key`` through the API; returns its id."""
     resp = await admin.post(

@@ -8,16 +8,13 @@ import asyncpg
 from litestar.testing import AsyncTestClient
 
 from shared.environments import EnvironmentKeys
-from tests.admin.conftest import change_members, make_user, secret
+from tests.admin.conftest import change_members, get_ok, make_user, secret
 
 Client = AsyncTestClient[Any]
 
 
 async def _page(admin: Client, env: EnvironmentKeys, seg: str, **params: str) -> dict[str, Any]:
-    resp = await admin.get(f"/v1/segments/{seg}/changes", params=params, headers=secret(env))
-    assert resp.status_code == 200, resp.text
-    body: dict[str, Any] = resp.json()
-    return body
+    return await get_ok(admin, env, f"/v1/segments/{seg}/changes", **params)
 
 
 async def test_feed_pages_and_follows(

@@ -35,8 +35,18 @@ class SegmentUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     kind: str | UnsetType = UNSET
 
 
+class Progress(msgspec.Struct, kw_only=True):
+    """How far the bulk recompute of a computing segment has gone: ``queued`` (waiting for a
+    worker), ``selecting`` (evaluating the conditions), ``writing`` (swapping the membership
+    in, logging the changes), ``caching`` (refreshing Redis); ``percent`` of the whole run."""
+
+    phase: str
+    percent: int
+
+
 class Segment(msgspec.Struct, kw_only=True):
-    """A segment as the admin API shows it."""
+    """A segment as the admin API shows it. ``progress`` is None unless ``status`` is
+    ``computing``."""
 
     id: str
     key: str
@@ -47,6 +57,7 @@ class Segment(msgspec.Struct, kw_only=True):
     status: str
     version: int
     memberCount: int
+    progress: Progress | None = None
     createdAt: datetime
     updatedAt: datetime
 

@@ -14,7 +14,7 @@ import asyncpg
 from msgspec import UNSET
 
 from services.admin.segments.references import SegmentGraph, segment_refs
-from services.admin.segments.schemas import Segment, SegmentCreate, SegmentUpdate
+from services.admin.segments.schemas import Progress, Segment, SegmentCreate, SegmentUpdate
 from shared.attribute_types import load_types
 from shared.conditions import (
     ConditionError,
@@ -35,7 +35,9 @@ _LOCK_CLASS = 7_413_002
 _COLUMNS = """s.id, s.key, s.name, s.description, s.kind, s.conditions, s.status, s.version,
        s.created_at, s.updated_at,
        (SELECT count(*) FROM memberships m
-        WHERE m.env_id = s.env_id AND m.segment_id = s.id) AS member_count"""
+        WHERE m.env_id = s.env_id AND m.segment_id = s.id) AS member_count,
+       (SELECT p.phase || ':' || p.percent FROM segment_progress p
+        WHERE p.env_id = s.env_id AND p.segment_id = s.id) AS progress"""
 
 
 def to_segment(row: asyncpg.Record) -> Segment:
@@ -50,9 +52,20 @@ def to_segment(row: asyncpg.Record) -> Segment:
         status=row["status"],
         version=row["version"],
         memberCount=row["member_count"],
+        progress=_progress(row["status"], row["progress"]),
         createdAt=row["created_at"],
         updatedAt=row["updated_at"],
     )
+
+
+def _progress(status: str, stored: str | None) -> Progress | None:
+    """Where a computing segment's recompute is: queued until the worker starts it."""
+    if status != "computing":
+        return None
+    if stored is None:
+        return Progress(phase="queued", percent=0)
+    phase, percent = stored.split(":")
+    return Progress(phase=phase, percent=int(percent))
 
 
 def slugify(name: str) -> str:
