@@ -17,7 +17,9 @@ What goes, and what is kept:
   primary key, which no longer resolves to anything: the history counts stay right and name
   nobody.
 
-Redis keys are deleted by the caller after the commit (:meth:`MembershipCache.forget`).
+After the commit the caller replaces the Redis keys by short holds above ``Erased.version``
+(:meth:`MembershipCache.hold`): a query refill that read the profile before the erase and
+writes after it is turned away, and reads meanwhile go to PostgreSQL, which knows nobody.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class Erased(msgspec.Struct, kw_only=True):
 
     user_pk: int
     ids: list[str]
+    #: the profile's last membership version (the Redis holds are put above it)
+    version: int
     exits: int
     inbox: int
     dead_letters: int
@@ -126,10 +130,12 @@ async def erase_user(conn: Conn, env_id: int, ident: str) -> Erased | None:
         # inbox rows before the user row: the order the worker locks in
         inbox = await _drop_messages(conn, env_id, "inbox", ids)
         dead = await _drop_messages(conn, env_id, "dead_letters", ids)
-        locked = await conn.fetchval(
-            "SELECT id FROM users WHERE env_id = $1 AND id = $2 FOR UPDATE", env_id, pk
+        version = await conn.fetchval(
+            "SELECT membership_version FROM users WHERE env_id = $1 AND id = $2 FOR UPDATE",
+            env_id,
+            pk,
         )
-        if locked is None:  # merged into another profile meanwhile: erase that one
+        if version is None:  # merged into another profile meanwhile: erase that one
             return await erase_user(conn, env_id, ident)
         id_list = sorted(ids)
         await conn.execute(
@@ -169,4 +175,11 @@ async def erase_user(conn: Conn, env_id: int, ident: str) -> Erased | None:
                 env_id,
                 id_list,
             )
-    return Erased(user_pk=pk, ids=id_list, exits=len(segments), inbox=inbox, dead_letters=dead)
+    return Erased(
+        user_pk=pk,
+        ids=id_list,
+        version=version,
+        exits=len(segments),
+        inbox=inbox,
+        dead_letters=dead,
+    )

@@ -232,6 +232,19 @@ class MembershipCache:
         )
         return sum(counts)
 
+    async def hold(
+        self, env_id: int, user_ids: Iterable[str], version: int, ttl: int = UNKNOWN_TTL
+    ) -> None:
+        """Replace the users' sets by holds at ``version`` for ``ttl`` seconds, whatever they
+        held (an erase: a read misses and asks PostgreSQL; older writes are turned away)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for user_id in user_ids:
+                key = self.key(env_id, user_id)
+                pipe.delete(key)
+                pipe.sadd(key, f"{HOLD}{version}")
+                pipe.expire(key, ttl)
+            await pipe.execute()
+
     async def forget(self, env_id: int, user_ids: Iterable[str]) -> None:
         keys = [self.key(env_id, u) for u in user_ids]
         if keys:

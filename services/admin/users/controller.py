@@ -33,4 +33,4 @@ class UserController(Controller):
             erased = await erase_user(conn, env.id, user_id)
         if erased is None:
             raise ApiError(404, f"userId: no user {user_id!r}", "userId")
-        await admin.cache.forget(env.id, erased.ids)
+        await admin.cache.hold(env.id, erased.ids, erased.version + 1)

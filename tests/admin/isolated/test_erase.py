@@ -14,6 +14,7 @@ from litestar.testing import AsyncTestClient
 
 from services.worker.webhooks import deliver_webhooks
 from shared.environments import EnvironmentKeys
+from shared.membership_cache import UNKNOWN_TTL, MembershipCache
 from shared.messages import InboxMessage, inbox_encoder
 from shared.redis_keys import membership_key
 from shared.settings import Settings
@@ -200,11 +201,23 @@ async def test_erase_leaves_nothing_behind(
         )
         assert memberships == 2  # All users and the course
 
+        erin_version = await db.fetchval(
+            "SELECT membership_version FROM users WHERE env_id = $1 AND id = $2", env.id, erin
+        )
+
         resp = await admin.delete(f"/v1/users/{ERIN_ANON[1]}", headers=secret(env))
         assert resp.status_code == 204, resp.text
 
         assert (await admin.get(f"/v1/users/{ERIN}", headers=secret(env))).status_code == 404
-        assert await redis.exists(*erin_keys) == 0
+        # Each of Erin's keys is now a short hold naming no segment; a query refill that read
+        # her before the erase (her last version) and writes after it is turned away.
+        cache = MembershipCache(redis, prefix)
+        for ident, key in zip((ERIN, *ERIN_ANON), erin_keys, strict=True):
+            members = await redis.smembers(key)  # type: ignore[misc]
+            assert members == {f"~{erin_version + 1}"}
+            assert 0 < await redis.ttl(key) <= UNKNOWN_TTL
+            await cache.write(env.id, ident, erin_version, [int(course["id"])])
+            assert await cache.get(env.id, ident) is None
         assert await redis.exists(keep_key) == 1
         # the exits: in the change log (naming nobody now) and queued for the webhook
         feed = await admin.get(f"/v1/segments/{course['key']}/changes", headers=secret(env))
