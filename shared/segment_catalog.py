@@ -39,6 +39,8 @@ class DynamicSegment(msgspec.Struct, frozen=True):
     needs_segments: bool = False
     #: its answer can change with time alone
     timed: bool = False
+    #: reads company attributes
+    reads_companies: bool = False
 
 
 class EnvSegments(msgspec.Struct, frozen=True):
@@ -162,7 +164,8 @@ class SegmentCatalog:
                 referenced = {names[r] for r in referenced_segments(cond) if r in names}
                 attributes = referenced_attributes(cond)
                 uses_tags = uses_tags or any(isinstance(leaf, Tag) for leaf in leaves(cond))
-                uses_companies = uses_companies or any(s == "company" for s, _ in attributes)
+                reads_companies = any(s == "company" for s, _ in attributes)
+                uses_companies = uses_companies or reads_companies
                 events |= referenced_events(cond)
                 refs[row["id"]] = referenced
                 compiled[row["id"]] = DynamicSegment(
@@ -172,6 +175,7 @@ class SegmentCatalog:
                     predicate,
                     needs_segments=bool(referenced),
                     timed=uses_time(cond),
+                    reads_companies=reads_companies,
                 )
         dynamic = tuple(compiled[i] for i in dependency_order(refs))
         return EnvSegments(

@@ -9,7 +9,7 @@ touched users' memberships are re-evaluated and their difference written.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,8 +17,16 @@ from typing import Any
 import msgspec
 
 from services.worker.companies import CompanyOp
-from services.worker.identity import BatchState, Profile, load_state, ms_to_dt, resolve
-from services.worker.tags import apply_tags
+from services.worker.identity import (
+    PROFILE_COLUMNS,
+    BatchState,
+    Profile,
+    load_state,
+    ms_to_dt,
+    profile_from_row,
+    resolve,
+)
+from services.worker.tags import apply_tags, stored_tags
 from services.worker.typing_check import check_types
 from services.worker.writes import write_profiles, write_rest
 from shared.conditions import Subject
@@ -146,26 +154,133 @@ async def apply_messages(
         keys = apply_segment_ops(
             {manual_by_id[i] for i in merged_manual}, p.manual_ops, segments.manual
         )
-        subject = Subject(
-            user_pk=p.pk,
-            user_id=p.user_id,
-            attributes=p.attributes,
-            first_seen_at=ms_to_dt(p.first_seen),
-            last_seen_at=ms_to_dt(p.last_seen),
-            tags=tags.get(p.pk, frozenset()),
-            companies=companies.get(p.pk, ()),
-            events=events.get(p.pk, {}),
-        )
+        subject = _subject(p, tags, companies, events)
         new[p.pk] = segments.evaluate(subject, (segments.manual[k] for k in keys), now)
+    if segments.uses_companies and state.changed_companies:
+        neighbours = await _company_neighbours(
+            conn, env_id, state.changed_companies, set(pks), segments
+        )
+        await _evaluate_neighbours(conn, env_id, neighbours, segments, now, old, new)
+        profiles += [n for n in neighbours if new[n.pk] != old.get(n.pk)]
     changes = await write_memberships(conn, env_id, old, new, "message")
 
     # Redis needs a write only where the answer changed: a user whose memberships are the
     # same keeps a correct set (or none, refilled on demand). Merges and new anonymous links
-    # change what an anonymous id's key must answer.
+    # change what an anonymous id's key must answer. Every key of a profile is written: its
+    # userId and all its anonymous ids, not only those seen in this batch.
+    rewrite = [
+        p for p in profiles if new[p.pk] != old.get(p.pk) or p.merged_from or (p.anon_ids & linked)
+    ]
+    anonymous = await _anonymous_ids(conn, env_id, [p.pk for p in rewrite])
     redis_sets: dict[str, tuple[int, set[int]]] = {}
-    for p in profiles:
-        if new[p.pk] == old.get(p.pk) and not p.merged_from and not (p.anon_ids & linked):
-            continue
-        for key in ({p.user_id} if p.user_id is not None else set()) | p.anon_ids:
+    for p in rewrite:
+        keys = p.anon_ids | anonymous.get(p.pk, set())
+        if p.user_id is not None:
+            keys.add(p.user_id)
+        for key in keys:
             redis_sets[key] = (p.version, new[p.pk])
     return BatchResult(redis_sets, len(messages), changes)
+
+
+def _subject(
+    p: Profile,
+    tags: Mapping[int, Iterable[tuple[str, str]]],
+    companies: Mapping[int, tuple[dict[str, Any], ...]],
+    events: Mapping[int, dict[str, dict[int, int]]],
+) -> Subject:
+    """What the conditions read of a profile."""
+    return Subject(
+        user_pk=p.pk,
+        user_id=p.user_id,
+        attributes=p.attributes,
+        first_seen_at=ms_to_dt(p.first_seen),
+        last_seen_at=ms_to_dt(p.last_seen),
+        tags=frozenset(tags.get(p.pk, ())),
+        companies=companies.get(p.pk, ()),
+        events=events.get(p.pk, {}),
+    )
+
+
+#: Members of changed companies evaluated again inside the batch; beyond this many, the
+#: segments with company conditions are recomputed in bulk instead (by the worker's sweep).
+NEIGHBOURS_INLINE = 5000
+
+
+async def _company_neighbours(
+    conn: Conn, env_id: int, companies: set[int], batch_pks: set[int], segments: EnvSegments
+) -> list[Profile]:
+    """The other members of ``companies`` (whose attributes this batch changed), locked in id
+    order. Too many of them: the segments reading company attributes are marked 'computing'
+    for a bulk recompute, and none are returned."""
+    count = await conn.fetchval(
+        """SELECT count(DISTINCT user_pk) FROM company_members
+           WHERE env_id = $1 AND company_pk = ANY($2)""",
+        env_id,
+        sorted(companies),
+    )
+    if count > NEIGHBOURS_INLINE + len(batch_pks):
+        await conn.execute(
+            "UPDATE segments SET status = 'computing' WHERE env_id = $1 AND id = ANY($2)",
+            env_id,
+            [s.id for s in segments.dynamic if s.reads_companies],
+        )
+        return []
+    rows = await conn.fetch(
+        f"""SELECT {PROFILE_COLUMNS} FROM users
+            WHERE env_id = $1 AND NOT (id = ANY($3::bigint[])) AND id IN (
+                SELECT user_pk FROM company_members WHERE env_id = $1 AND company_pk = ANY($2))
+            ORDER BY id FOR UPDATE""",
+        env_id,
+        sorted(companies),
+        sorted(batch_pks),
+    )
+    return [profile_from_row(row) for row in rows]
+
+
+async def _evaluate_neighbours(
+    conn: Conn,
+    env_id: int,
+    neighbours: list[Profile],
+    segments: EnvSegments,
+    now: datetime,
+    old: dict[int, set[int]],
+    new: dict[int, set[int]],
+) -> None:
+    """Evaluate profiles the batch did not change (their company did) into ``old`` / ``new``,
+    and bump the version of those whose memberships change."""
+    if not neighbours:
+        return
+    pks = [n.pk for n in neighbours]
+    old.update(await stored_memberships(conn, env_id, pks))
+    companies = await company_attributes(conn, env_id, pks)
+    events = await event_counts(conn, env_id, pks, segments.events) if segments.events else {}
+    tags = await stored_tags(conn, env_id, pks) if segments.uses_tags else {}
+    for n in neighbours:
+        subject = _subject(n, tags, companies, events)
+        new[n.pk] = segments.evaluate(subject, old[n.pk] & segments.manual_ids, now)
+    changed = sorted(n.pk for n in neighbours if new[n.pk] != old[n.pk])
+    if changed:
+        rows = await conn.fetch(
+            """UPDATE users SET membership_version = membership_version + 1
+               WHERE env_id = $1 AND id = ANY($2::bigint[]) RETURNING id, membership_version""",
+            env_id,
+            changed,
+        )
+        versions = {r["id"]: r["membership_version"] for r in rows}
+        for n in neighbours:
+            n.version = versions.get(n.pk, n.version)
+
+
+async def _anonymous_ids(conn: Conn, env_id: int, pks: list[int]) -> dict[int, set[str]]:
+    """{user pk: every anonymous id resolving to it} (their Redis keys answer for it too)."""
+    out: dict[int, set[str]] = defaultdict(set)
+    real = [pk for pk in pks if pk > 0]
+    if real:
+        rows = await conn.fetch(
+            "SELECT user_pk, anonymous_id FROM identities WHERE env_id = $1 AND user_pk = ANY($2)",
+            env_id,
+            real,
+        )
+        for row in rows:
+            out[row["user_pk"]].add(row["anonymous_id"])
+    return out

@@ -28,10 +28,11 @@ class CompanyOp:
 
 
 async def apply_company_ops(
-    conn: Conn, env_id: int, ops: Sequence[CompanyOp]
+    conn: Conn, env_id: int, ops: Sequence[CompanyOp], changed: set[int]
 ) -> list[tuple[str, str, str]]:
     """Upsert the companies and memberships of ``ops`` (in order); returns warnings as
-    (attribute, warning, messageId)."""
+    (attribute, warning, messageId), and adds to ``changed`` the companies whose attributes
+    changed (their other members' company-scope conditions must be evaluated again)."""
     group_ids = sorted({op.group_id for op in ops})
     await conn.execute(
         """INSERT INTO companies (env_id, company_id)
@@ -63,6 +64,7 @@ async def apply_company_ops(
         (r["user_pk"], r["company_pk"]): (dict(r["attributes"]), dict(r["attr_ts"]))
         for r in member_rows
     }
+    before = {pk: dict(attributes) for pk, attributes, _ in companies.values()}
     warnings: list[tuple[str, str, str]] = []
     for op in ops:
         company_pk, attributes, timestamps = companies[op.group_id]
@@ -71,6 +73,7 @@ async def apply_company_ops(
         m_attrs, m_ts = members.setdefault((op.user_pk, company_pk), ({}, {}))
         for name, warning in apply_changes(m_attrs, m_ts, op.membership, op.at):
             warnings.append((name, warning, op.message_id))
+    changed.update(pk for pk, attributes, _ in companies.values() if attributes != before[pk])
     await conn.execute(
         """UPDATE companies c SET attributes = x.a::jsonb, attr_ts = x.t::jsonb, updated_at = now()
            FROM unnest($2::bigint[], $3::text[], $4::text[]) AS x(i, a, t)

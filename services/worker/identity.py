@@ -54,17 +54,19 @@ class BatchState:
     new_links: dict[str, int] = field(default_factory=dict)
     events: list[tuple[int, str, Any, int, str]] = field(default_factory=list)
     company_ops: list[CompanyOp] = field(default_factory=list)
+    #: companies whose attributes this batch changed
+    changed_companies: set[int] = field(default_factory=set)
     warnings: list[tuple[str, str | None, str | None, str]] = field(default_factory=list)
     deleted: list[int] = field(default_factory=list)
     temp_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(-1, -1))
 
 
-_PROFILE_COLUMNS = (
+PROFILE_COLUMNS = (
     "id, user_id, attributes, attr_ts, first_seen_at, last_seen_at, membership_version"
 )
 
 
-def _profile(row: Any) -> Profile:
+def profile_from_row(row: Any) -> Profile:
     return Profile(
         pk=row["id"],
         user_id=row["user_id"],
@@ -111,14 +113,14 @@ async def load_state(conn: Conn, env_id: int, msgs: Sequence[InboxMessage]) -> B
             )
         }
         rows = await conn.fetch(
-            f"""SELECT {_PROFILE_COLUMNS} FROM users
+            f"""SELECT {PROFILE_COLUMNS} FROM users
                 WHERE env_id = $1 AND (user_id = ANY($2) OR id = ANY($3))
                 ORDER BY id FOR UPDATE""",
             env_id,
             user_ids,
             list(set(links.values())),
         )
-        profiles = {r["id"]: _profile(r) for r in rows}
+        profiles = {r["id"]: profile_from_row(r) for r in rows}
         if all(pk in profiles for pk in links.values()):
             break
     by_user_id = {p.user_id: p.pk for p in profiles.values() if p.user_id is not None}

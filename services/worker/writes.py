@@ -141,7 +141,8 @@ async def write_rest(conn: Conn, state: BatchState, real: dict[int, int]) -> Non
             [e[3] for e in state.events],
         )
     if state.company_ops:
-        for name, warning, message_id in await apply_company_ops(conn, env_id, state.company_ops):
+        warnings = await apply_company_ops(conn, env_id, state.company_ops, state.changed_companies)
+        for name, warning, message_id in warnings:
             state.warnings.append((message_id, None, name, warning))
     if state.warnings:
         await conn.execute(
