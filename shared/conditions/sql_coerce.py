@@ -5,6 +5,11 @@ Each yields NULL when the value is missing or unreadable, and never raises on ba
 cast sits behind a ``jsonb_typeof`` or regex guard inside a CASE (PostgreSQL evaluates a CASE
 branch only when its condition holds, for non-constant input). ``v`` is only ever a column
 reference or ``u.attributes -> $n::text``; no user text is formatted into the SQL.
+
+ISO datetime strings are parsed once per write, not per query: ``users.epochs`` and
+``companies.epochs`` hold ``{name: epoch microseconds}`` for every attribute whose value is an
+ISO string, filled by a trigger (migration 004) calling the function :data:`ISO_EPOCHS_HEADER`
+whose body :func:`iso_epochs_body` generates from the same rule (shared.migrate keeps it so).
 """
 
 from __future__ import annotations
@@ -104,19 +109,41 @@ def _iso_us(s: str) -> str:
     )
 
 
-def as_epoch_us(v: str) -> str:
-    """jsonb -> epoch microseconds (numeric): ISO strings, and epoch numbers (seconds below
-    10^11, else milliseconds), floored to whole microseconds."""
+def as_epoch_us(v: str, parsed: str) -> str:
+    """jsonb -> epoch microseconds (numeric): epoch numbers (seconds below 10^11, else
+    milliseconds), floored to whole microseconds, and ISO strings, read from ``parsed``: the
+    value's entry in its row's ``epochs`` (``u.epochs -> $n::text``), already parsed."""
     n = f"({v})::numeric"
     return (
         f"CASE jsonb_typeof({v}) "
         f"WHEN 'number' THEN CASE WHEN {n} < {EPOCH_MS_FROM} THEN floor({n} * 1000000) "
         f"ELSE floor({n} * 1000) END "
-        f"WHEN 'string' THEN {_iso_us(f'(({v}) #>> {_ROOT})')} END"
+        f"WHEN 'string' THEN ({parsed})::numeric END"
     )
 
 
-_ROOT = "'{}'"
+# The function that fills the ``epochs`` columns; migration 004 declares it (with this header)
+# and shared.migrate gives it the body below.
+ISO_EPOCHS_FUNCTION = "segments_iso_epochs(jsonb)"
+ISO_EPOCHS_HEADER = (
+    "segments_iso_epochs(attrs jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT"
+)
+
+
+def iso_epochs_body() -> str:
+    """The body of ``segments_iso_epochs(attrs jsonb)``: ``{name: epoch microseconds}`` (JSON
+    numbers) for every attribute of ``attrs`` whose value is a string that :func:`_iso_us`
+    reads; other attributes are absent.
+
+    ``OFFSET 0`` keeps each sub-select from being merged into the one above: merged, the
+    dozens of references the ISO expression makes to ``s`` would each re-extract the value."""
+    return (
+        "SELECT coalesce(jsonb_object_agg(parsed.key, parsed.us), '{}') FROM ("
+        f"SELECT strings.key, {_iso_us('strings.s')} AS us FROM ("
+        "SELECT key, value #>> '{}' AS s FROM jsonb_each(attrs) "
+        "WHERE jsonb_typeof(value) = 'string' OFFSET 0) AS strings OFFSET 0) AS parsed "
+        "WHERE parsed.us IS NOT NULL"
+    )
 
 
 def column_epoch_us(column: str) -> str:

@@ -90,7 +90,7 @@ class _Compiler:
         if isinstance(cond, Attribute):
             if cond.scope == "company":
                 return self.company(cond)
-            return self.two_valued(cond, self.attribute(cond, f"{self.alias}.attributes"))
+            return self.two_valued(cond, self.attribute(cond, self.alias))
         if isinstance(cond, Bucket):
             return f"coalesce({self.bucket(cond)}, false)"
         if isinstance(cond, Tag):
@@ -106,10 +106,13 @@ class _Compiler:
             return f"(NOT coalesce({positive}, false))"
         return f"coalesce({positive}, false)"
 
-    def reader(self, leaf: Attribute, ci: bool, source: str) -> str:
+    def reader(self, leaf: Attribute, ci: bool, row: str) -> str:
+        """The leaf's attribute read as its type from the ``attributes`` (and, for datetimes,
+        the ``epochs``) of the row aliased ``row`` (users or companies)."""
         if leaf.scope == "user" and leaf.attribute in COLUMN_ATTRIBUTES:
             return sc.column_epoch_us(f"{self.alias}.{leaf.attribute}")
-        v = f"({source} -> {self.params.name(leaf.attribute)})"
+        name = self.params.name(leaf.attribute)
+        v = f"({row}.attributes -> {name})"
         if leaf.type is None:
             return v
         if leaf.type == "string":
@@ -120,12 +123,12 @@ class _Compiler:
         if leaf.type == "boolean":
             return f"({sc.as_boolean(v)})"
         if leaf.type == "datetime":
-            return f"({sc.as_epoch_us(v)})"
+            return f"({sc.as_epoch_us(v, f'{row}.epochs -> {name}')})"
         return f"({sc.as_list(v, ci)})"
 
     def company(self, leaf: Attribute) -> str:
         """Holds when the leaf holds for any of the user's companies."""
-        test = self.two_valued(leaf, self.attribute(leaf, "seg_c.attributes"))
+        test = self.two_valued(leaf, self.attribute(leaf, "seg_c"))
         return (
             "EXISTS (SELECT 1 FROM company_members seg_cm JOIN companies seg_c "
             "ON seg_c.env_id = seg_cm.env_id AND seg_c.id = seg_cm.company_pk "
@@ -176,11 +179,11 @@ class _Compiler:
             f"AND {'NOT ' if zero_holds else ''}({holds})))"
         )
 
-    def attribute(self, leaf: Attribute, source: str) -> str:
-        """The positive operator's test (NULL when missing) on the jsonb ``source``."""
+    def attribute(self, leaf: Attribute, row: str) -> str:
+        """The positive operator's test (NULL when missing) on the row aliased ``row``."""
         op = NEGATION.get(leaf.op, leaf.op)
         ci = leaf.ci and op in CI_OPERATORS and leaf.type in ("string", "list")
-        x = self.reader(leaf, ci, source)
+        x = self.reader(leaf, ci, row)
         v = typed_value(leaf)
         if ci:
             v = tuple(fold(s) for s in v) if isinstance(v, tuple) else fold(v)
@@ -254,7 +257,9 @@ def compile_sql(
     an unknown segment raises ConditionError with the leaf's JSON path.
 
     Tag, company, segment and event leaves are EXISTS sub-queries correlated on
-    ``{alias}.env_id`` and ``{alias}.id``; the caller restricts ``{alias}.env_id``."""
+    ``{alias}.env_id`` and ``{alias}.id``; the caller restricts ``{alias}.env_id``. Attribute
+    leaves read ``attributes`` and, for datetimes, the ISO strings already parsed in
+    ``epochs`` (migration 004), of ``users {alias}`` or of the companies."""
     if not alias.isidentifier() or alias in _RESERVED:
         raise ValueError(f"alias must be a plain identifier, not {alias!r}")
     params = _Params(first_param)
