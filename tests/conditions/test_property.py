@@ -6,7 +6,8 @@ Profiles carry tags, companies, segment memberships and event counts (real rows 
 companies / company_members, memberships and event_counts), and trees mix attribute (user and
 company scope), tag, segment, event and bucket leaves.
 
-The default run is 1,000 examples (about 40 seconds). For a long run:
+The default run is 3,000 examples (and 1,000 of the relation-leaf test; about 75 seconds on
+two cores, most of it hypothesis drawing the examples: ~200 choices each). For a long run:
 
     SEGMENTS_PROPERTY_EXAMPLES=100000 .venv/bin/pytest tests/conditions/test_property.py -q
 
@@ -23,19 +24,20 @@ from typing import Any
 
 import asyncpg
 import pytest
+from asyncpg.pool import PoolConnectionProxy
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from shared.conditions import ConditionError, Subject, compile_python, compile_sql, parse_condition
 from shared.conditions.coerce import US_PER_DAY, datetime_us, to_text
 from shared.conditions.operators import NEGATION
-from shared.db import Conn, create_pool
+from shared.db import create_pool
 from shared.environments import ensure_environment
 from shared.settings import Settings
 
 settings.register_profile(
     "conditions",
-    max_examples=int(os.environ.get("SEGMENTS_PROPERTY_EXAMPLES", "1000")),
+    max_examples=int(os.environ.get("SEGMENTS_PROPERTY_EXAMPLES", "3000")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -222,9 +224,10 @@ EVENT_OPS = ["is", "not", "lt", "lte", "gt", "gte", "between"]
 
 
 @st.composite
-def other_leaves(draw: st.DrawFn) -> dict[str, Any]:
-    """A bucket, tag, segment or event leaf."""
-    kind = draw(st.sampled_from(["bucket", "tag", "segment", "event", "event", "event"]))
+def other_leaves(draw: st.DrawFn, buckets: bool = True) -> dict[str, Any]:
+    """A bucket (unless not ``buckets``), tag, segment or event leaf."""
+    kinds = ["bucket", "tag", "segment", "event", "event", "event"]
+    kind = draw(st.sampled_from(kinds if buckets else kinds[1:]))
     if kind == "bucket":
         lo = draw(st.integers(0, 100))
         seed = draw(st.sampled_from(["s", "new-onboarding", "ü'"]))
@@ -252,12 +255,15 @@ def leaves(
     types: dict[str, str] | None,
     pools: dict[str, list[Any]],
     company_pools: dict[str, list[Any]],
+    company_only: bool = False,
 ) -> dict[str, Any]:
+    """A leaf of any kind; with ``company_only``, a company-scope attribute leaf (drawn
+    directly: rejecting the others was most of the relation test's generation time)."""
     for _ in range(8):
-        if draw(st.integers(0, 3)) == 0:
+        if not company_only and draw(st.integers(0, 3)) == 0:
             return draw(other_leaves())
         op = draw(st.sampled_from(sorted(OP_VALUES)))
-        company = draw(st.integers(0, 3)) == 0
+        company = company_only or draw(st.integers(0, 3)) == 0
         known = company_pools if company else pools
         if known and draw(st.integers(0, 3)) > 0:  # mostly an attribute the profiles have
             name = draw(st.sampled_from(sorted(known)))
@@ -338,11 +344,8 @@ def relation_examples(draw: st.DrawFn) -> tuple[Any, dict[str, str] | None, list
 
     def leaf() -> Any:
         if company_pools and draw(st.integers(0, 3)) == 0:
-            for _ in range(8):
-                candidate = draw(leaves(types, {}, company_pools))
-                if candidate.get("scope") == "company":
-                    return candidate
-        return draw(other_leaves().filter(lambda x: "bucket" not in x))
+            return draw(leaves(types, {}, company_pools, company_only=True))
+        return draw(other_leaves(buckets=False))
 
     size = draw(st.integers(1, 3))
     if size == 1:
@@ -372,36 +375,76 @@ def _with_ids(obj: Any, ids: dict[str, int]) -> Any:
     return obj
 
 
+# Every row of an example in one statement (a round trip each was most of the database's
+# share of the run): user ids are taken from the sequence first, so that the tags, companies,
+# memberships and event counts can name their user by the row's position ($2's ordinality).
+INSERT_EXAMPLE = """
+WITH x AS (
+    SELECT nextval(pg_get_serial_sequence('users', 'id')) AS id, x.*
+    FROM unnest($2::text[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[])
+        WITH ORDINALITY AS x(uid, a, f, l, i)
+), u AS (
+    INSERT INTO users (env_id, id, user_id, attributes, first_seen_at, last_seen_at)
+    OVERRIDING SYSTEM VALUE SELECT $1, id, uid, a, f, l FROM x
+    RETURNING id, attributes
+), ut AS (
+    INSERT INTO user_tags (env_id, user_pk, tag_id)
+    SELECT $1, x.id, y.t FROM unnest($6::int[], $7::bigint[]) AS y(i, t) JOIN x USING (i)
+), c AS (
+    INSERT INTO companies (env_id, company_id, attributes)
+    SELECT $1, 'c' || n, a FROM unnest($9::jsonb[]) WITH ORDINALITY AS y(a, n)
+    RETURNING id, company_id
+), cm AS (
+    INSERT INTO company_members (env_id, user_pk, company_pk)
+    SELECT $1, x.id, c.id FROM unnest($8::int[]) WITH ORDINALITY AS y(i, n)
+    JOIN x USING (i) JOIN c ON c.company_id = 'c' || y.n
+), m AS (
+    INSERT INTO memberships (env_id, user_pk, segment_id)
+    SELECT $1, x.id, y.s FROM unnest($10::int[], $11::bigint[]) AS y(i, s) JOIN x USING (i)
+), ec AS (
+    INSERT INTO event_counts (env_id, user_pk, name, day, count)
+    SELECT $1, x.id, y.n, y.d, y.c
+    FROM unnest($12::int[], $13::text[], $14::date[], $15::int[]) AS y(i, n, d, c)
+    JOIN x USING (i)
+)
+SELECT u.id, u.attributes FROM u JOIN x USING (id) ORDER BY x.i
+"""
+
+
 class Database:
-    """A private event loop and connection pool: hypothesis drives a synchronous test."""
+    """A private event loop and one connection: hypothesis drives a synchronous test."""
 
     def __init__(self, dsn: str) -> None:
         self.loop = asyncio.new_event_loop()
         self.pool: asyncpg.Pool = self.loop.run_until_complete(create_pool(dsn, size=1))
+        # held for the module: a pool's acquire and release cost a round trip per example
+        self.conn: PoolConnectionProxy[asyncpg.Record] = self.loop.run_until_complete(
+            self.pool.acquire()
+        )
         self.segments: dict[str, int] = {}
         self.tag_ids: dict[tuple[str, str], int] = {}
         self.env_id = self.loop.run_until_complete(self._setup())
 
     async def _setup(self) -> int:
         """The environment, its segments s1..s3 and every tag the examples use."""
-        async with self.pool.acquire() as conn:
-            env_id = (await ensure_environment(conn, "conditions-property")).id
-            for key in SEGMENT_KEYS:
-                seg_id = await conn.fetchval(
-                    """INSERT INTO segments (env_id, key, name, kind)
-                       VALUES ($1, $2, $2, 'manual') RETURNING id""",
+        conn = self.conn
+        env_id = (await ensure_environment(conn, "conditions-property")).id
+        for key in SEGMENT_KEYS:
+            seg_id = await conn.fetchval(
+                """INSERT INTO segments (env_id, key, name, kind)
+                   VALUES ($1, $2, $2, 'manual') RETURNING id""",
+                env_id,
+                key,
+            )
+            self.segments[key] = self.segments[str(seg_id)] = seg_id
+        for key in TAG_KEYS:
+            for value in TAG_VALUES:
+                self.tag_ids[(key, value)] = await conn.fetchval(
+                    "INSERT INTO tags (env_id, key, value) VALUES ($1, $2, $3) RETURNING id",
                     env_id,
                     key,
+                    value,
                 )
-                self.segments[key] = self.segments[str(seg_id)] = seg_id
-            for key in TAG_KEYS:
-                for value in TAG_VALUES:
-                    self.tag_ids[(key, value)] = await conn.fetchval(
-                        "INSERT INTO tags (env_id, key, value) VALUES ($1, $2, $3) RETURNING id",
-                        env_id,
-                        key,
-                        value,
-                    )
         return env_id
 
     def evaluate(
@@ -416,87 +459,50 @@ class Database:
         fragment, params = compile_sql(
             condition, first_param=3, now_param=2, segments=self.segments
         )
-        async with self.pool.acquire() as conn:
-            transaction = conn.transaction()
-            await transaction.start()  # rolled back: every example starts from no users
-            try:
-                inserted = await conn.fetch(
-                    """INSERT INTO users (env_id, user_id, attributes, first_seen_at, last_seen_at)
-                       SELECT $1, * FROM unnest($2::text[], $3::jsonb[], $4::timestamptz[],
-                                                $5::timestamptz[])
-                       RETURNING id, attributes""",
+        conn = self.conn
+        transaction = conn.transaction()
+        await transaction.start()  # rolled back: every example starts from no users
+        try:
+            inserted = await conn.fetch(INSERT_EXAMPLE, self.env_id, *self._columns(rows, now))
+            matched = {
+                r["id"]
+                for r in await conn.fetch(
+                    f"""SELECT u.id FROM users u WHERE u.env_id = $1
+                        AND $2::timestamptz IS NOT NULL AND {fragment}""",
                     self.env_id,
-                    [r[1] for r in rows],  # rows are (attributes, user_id, first, last, extras)
-                    [r[0] for r in rows],
-                    [r[2] for r in rows],
-                    [r[3] for r in rows],
+                    now,
+                    *params,
                 )
-                await self._extras(conn, [r["id"] for r in inserted], rows, now)
-                matched = {
-                    r["id"]
-                    for r in await conn.fetch(
-                        f"""SELECT u.id FROM users u WHERE u.env_id = $1
-                            AND $2::timestamptz IS NOT NULL AND {fragment}""",
-                        self.env_id,
-                        now,
-                        *params,
-                    )
-                }
-            finally:
-                await transaction.rollback()
+            }
+        finally:
+            await transaction.rollback()
         return [r["id"] in matched for r in inserted], [r["attributes"] for r in inserted]
 
-    async def _extras(self, conn: Conn, pks: list[int], rows: list[Row], now: datetime) -> None:
-        """The rows of user_tags, companies, company_members, memberships and event_counts."""
+    def _columns(self, rows: list[Row], now: datetime) -> list[list[Any]]:
+        """INSERT_EXAMPLE's $2..$15: the users' columns, then the rows of user_tags,
+        companies / company_members, memberships and event_counts by the user's position."""
         tags: list[tuple[int, int]] = []
         companies: list[tuple[int, dict[str, Any]]] = []
         members: list[tuple[int, int]] = []
         counts: list[tuple[int, str, date, int]] = []
         today = now.astimezone(UTC).date()
-        for pk, (*_, (tag_set, company_maps, segment_keys, events)) in zip(pks, rows, strict=True):
-            tags.extend((pk, self.tag_ids[t]) for t in tag_set)
-            companies.extend((pk, c) for c in company_maps)
-            members.extend((pk, self.segments[k]) for k in segment_keys)
+        for i, (*_, (tag_set, company_maps, segment_keys, events)) in enumerate(rows, 1):
+            tags.extend((i, self.tag_ids[t]) for t in tag_set)
+            companies.extend((i, c) for c in company_maps)
+            members.extend((i, self.segments[k]) for k in segment_keys)
             for name, days in events.items():
-                counts.extend((pk, name, today + timedelta(days=d), n) for d, n in days.items())
-        if tags:
-            await conn.execute(
-                """INSERT INTO user_tags (env_id, user_pk, tag_id)
-                   SELECT $1, u, t FROM unnest($2::bigint[], $3::bigint[]) AS x(u, t)""",
-                self.env_id,
-                [t[0] for t in tags],
-                [t[1] for t in tags],
-            )
-        if companies:
-            await conn.execute(
-                """WITH c AS (
-                       INSERT INTO companies (env_id, company_id, attributes)
-                       SELECT $1, 'c' || i, a FROM unnest($3::jsonb[]) WITH ORDINALITY AS x(a, i)
-                       RETURNING id, company_id)
-                   INSERT INTO company_members (env_id, user_pk, company_pk)
-                   SELECT $1, x.u, c.id FROM unnest($2::bigint[]) WITH ORDINALITY AS x(u, i)
-                   JOIN c ON c.company_id = 'c' || x.i""",
-                self.env_id,
-                [c[0] for c in companies],
-                [c[1] for c in companies],
-            )
-        if members:
-            await conn.execute(
-                """INSERT INTO memberships (env_id, user_pk, segment_id)
-                   SELECT $1, u, s FROM unnest($2::bigint[], $3::bigint[]) AS x(u, s)""",
-                self.env_id,
-                [m[0] for m in members],
-                [m[1] for m in members],
-            )
-        if counts:
-            await conn.execute(
-                """INSERT INTO event_counts (env_id, user_pk, name, day, count)
-                   SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::date[], $5::int[])""",
-                self.env_id,
-                *([c[i] for c in counts] for i in range(4)),
-            )
+                counts.extend((i, name, today + timedelta(days=d), n) for d, n in days.items())
+        # rows are (attributes, user_id, first seen, last seen, extras)
+        return [
+            *([r[k] for r in rows] for k in (1, 0, 2, 3)),
+            *([t[k] for t in tags] for k in range(2)),
+            *([c[k] for c in companies] for k in range(2)),
+            *([m[k] for m in members] for k in range(2)),
+            *([c[k] for c in counts] for k in range(4)),
+        ]
 
     def close(self) -> None:
+        self.loop.run_until_complete(self.pool.release(self.conn))
         self.loop.run_until_complete(self.pool.close())
         self.loop.close()
 
