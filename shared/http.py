@@ -6,8 +6,10 @@ with a 4xx status for the caller's mistakes.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -19,6 +21,8 @@ from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException
 
 from shared.environments import Environment, authenticate
+
+log = logging.getLogger(__name__)
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=False):
@@ -85,23 +89,43 @@ def key_from_headers(headers: Mapping[str, str]) -> str | None:
 
 class EnvironmentCache:
     """key -> :class:`Environment`, read from PostgreSQL and kept for ``ttl`` seconds, so that
-    authentication costs a dictionary look-up on the hot paths."""
+    authentication costs a dictionary look-up on the hot paths.
+
+    One read per key at a time: requests arriving while a key is read wait for that read
+    instead of each asking PostgreSQL (at thousands of requests a second, every expiry used to
+    send a burst of identical queries). An entry expired less than ``ttl`` ago still answers
+    while it is read again in the background, so a revoked key stops working within two
+    ``ttl``."""
 
     def __init__(self, pool: asyncpg.Pool, ttl: float) -> None:
         self.pool = pool
         self.ttl = ttl
         self._entries: dict[str, tuple[float, Environment | None]] = {}
+        self._reads: dict[str, asyncio.Future[Environment | None]] = {}
 
     async def get(self, key: str) -> Environment | None:
         now = time.monotonic()
         hit = self._entries.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        env = await authenticate(self.pool, key)
-        if len(self._entries) > 10_000:  # bounded: unknown keys must not grow it for ever
-            self._entries.clear()
-        self._entries[key] = (now + self.ttl, env)
-        return env
+        read = self._reads.get(key)
+        if read is None:
+            read = asyncio.ensure_future(self._read(key))
+            read.add_done_callback(_retrieve)  # a background read's failure is only logged
+            self._reads[key] = read
+        if hit is not None and hit[0] + self.ttl > now:
+            return hit[1]  # a little stale, refreshed meanwhile
+        return await asyncio.shield(read)
+
+    async def _read(self, key: str) -> Environment | None:
+        try:
+            env = await authenticate(self.pool, key)
+            if len(self._entries) > 10_000:  # bounded: unknown keys must not grow it for ever
+                self._entries.clear()
+            self._entries[key] = (time.monotonic() + self.ttl, env)
+            return env
+        finally:
+            self._reads.pop(key, None)
 
     async def require(self, key: str | None, *, secret: bool = False) -> Environment:
         """The environment of ``key`` or an :class:`ApiError` (401 unknown, 403 wrong kind)."""
@@ -115,6 +139,11 @@ class EnvironmentCache:
         if secret and not env.secret:
             raise ApiError(403, "this endpoint needs the secret key", "authorization")
         return env
+
+
+def _retrieve(read: asyncio.Future[Environment | None]) -> None:
+    if not read.cancelled() and (exc := read.exception()) is not None:
+        log.warning("reading an API key failed: %r", exc)
 
 
 def browser_cors() -> CORSConfig:
