@@ -11,7 +11,7 @@ ALTER TABLE companies ADD COLUMN epochs jsonb NOT NULL DEFAULT '{}';
 -- put in place by shared/migrate.py in this migration's transaction, which then fills
 -- ``epochs`` for the rows that exist (and again whenever the generated body changes).
 CREATE FUNCTION segments_iso_epochs(attrs jsonb) RETURNS jsonb
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT AS $$ SELECT NULL::jsonb $$;
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE STRICT AS $$ BEGIN RETURN NULL; END $$;
 
 CREATE FUNCTION fill_epochs() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
