@@ -44,6 +44,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--database", help="maintenance DSN (default: local PostgreSQL)")
     p.add_argument("--per-leaf", action="store_true", help="also time each kind of leaf alone")
+    p.add_argument(
+        "--write-cost",
+        action="store_true",
+        help="also time writing the users with and without the trigger that fills epochs",
+    )
     return p.parse_args(argv)
 
 
@@ -230,6 +235,61 @@ async def time_leaves(
         print(f"  {took * 1000:7.1f} ms  {label}")
 
 
+# The triggers of migration 004 that parse ISO strings into ``epochs`` on INSERT and UPDATE.
+EPOCHS_TRIGGERS = {
+    "INSERT": "users_epochs_insert",
+    "UPDATE": "users_epochs_update",
+    "UPDATE membership_version": "users_epochs_update",
+}
+
+
+async def time_writes(conn: Conn, env_id: int, n: int, rng: random.Random) -> None:
+    """What the ``epochs`` triggers cost the worker: INSERT of ``n`` new users (from a staged
+    table, as the load does) and UPDATE of every one's attributes, with the triggers and with
+    them disabled; each run rolled back, median of 3."""
+    users = [(f"w{i}", json.dumps(attributes(rng, i))) for i in range(n)]
+    await conn.execute("CREATE TEMP TABLE stage_w (user_id text, attributes text)")
+    await conn.copy_records_to_table("stage_w", records=users, columns=["user_id", "attributes"])
+    statements = {
+        "INSERT": f"""INSERT INTO users (env_id, user_id, attributes, first_seen_at, last_seen_at)
+                      SELECT {env_id}, user_id, attributes::jsonb, now(), now() FROM stage_w""",
+        # every attribute changes (a new email); the trigger re-parses the whole object
+        "UPDATE": f"""UPDATE users SET attributes = attributes || jsonb_build_object(
+                          'email', 'w' || id || '@example.com')
+                      WHERE env_id = {env_id}""",
+        # what bulk recompute does: attributes untouched, so the trigger does not fire
+        "UPDATE membership_version": f"""UPDATE users
+                      SET membership_version = membership_version + 1 WHERE env_id = {env_id}""",
+    }
+    for kind, statement in statements.items():
+        took: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(3):
+            for enabled in (True, False):
+                transaction = conn.transaction()
+                await transaction.start()
+                try:
+                    if not enabled:
+                        await conn.execute(
+                            f"ALTER TABLE users DISABLE TRIGGER {EPOCHS_TRIGGERS[kind]}"
+                        )
+                    t = time.perf_counter()
+                    await conn.execute(statement)
+                    took[enabled].append(time.perf_counter() - t)
+                finally:
+                    await transaction.rollback()
+        on, off = statistics.median(took[True]), statistics.median(took[False])
+        rows = (
+            n
+            if kind == "INSERT"
+            else await conn.fetchval("SELECT count(*) FROM users WHERE env_id = $1", env_id)
+        )
+        print(
+            f"  {kind} {rows:,} users: {on * 1000:6.0f} ms with the epochs trigger, "
+            f"{off * 1000:6.0f} ms without ({(on - off) / rows * 1e6:.1f} µs a row)"
+        )
+    await conn.execute("DROP TABLE stage_w")
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -274,6 +334,8 @@ async def run(args: argparse.Namespace) -> None:
                     whole.append(time.perf_counter() - t)
                 if args.per_leaf:
                     await time_leaves(conn, env.id, types, segments, rng)
+                if args.write_cost:
+                    await time_writes(conn, env.id, args.users, rng)
         finally:
             await pool.close()
 
