@@ -9,6 +9,7 @@ line, ``Content-Length`` and body. The servers under test always send ``Content-
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import cast
 
 import msgspec
@@ -114,25 +115,38 @@ class Pool:
     all are busy (an open loop must not hold requests back), up to ``limit``; past that a
     request waits, and since latency counts from the scheduled send, the wait is measured."""
 
+    #: Seconds a connection may sit idle and still be reused: the servers (uvicorn) close
+    #: keep-alive connections after 5 s, and a request sent on one they closed fails.
+    MAX_IDLE = 3.0
+
     def __init__(self, host: str, port: int, limit: int) -> None:
         self.host, self.port = host, port
-        self.idle: list[Connection] = []
+        self.idle: list[tuple[Connection, float]] = []
         self.slots = asyncio.Semaphore(limit)
+
+    async def _take(self) -> Connection:
+        while self.idle:
+            conn, since = self.idle.pop()
+            if time.monotonic() - since < self.MAX_IDLE:
+                return conn
+            conn.close()
+        return await connect(self.host, self.port)
 
     async def request(self, data: bytes) -> tuple[int, bytes]:
         async with self.slots:
-            conn = self.idle.pop() if self.idle else await connect(self.host, self.port)
+            conn = await self._take()
             try:
                 result = await conn.request(data)
             except BaseException:
                 conn.close()
                 raise
-            self.idle.append(conn)
+            self.idle.append((conn, time.monotonic()))
             return result
 
     async def prime(self, count: int) -> None:
-        self.idle.extend([await connect(self.host, self.port) for _ in range(count)])
+        now = time.monotonic()
+        self.idle.extend([(await connect(self.host, self.port), now) for _ in range(count)])
 
     def close(self) -> None:
-        for conn in self.idle:
+        for conn, _ in self.idle:
             conn.close()
