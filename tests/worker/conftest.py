@@ -1,8 +1,12 @@
-"""Worker test helpers: put messages in the inbox as ingest would, and drain it in-process."""
+"""Worker test helpers: put messages in the inbox as ingest would, and drain it in-process.
+
+The package runs on a database and Redis prefix of its own: the session's end-to-end stack
+runs a worker on the shared one, which would claim these tests' inbox rows and race their
+in-process drain (a test could read memberships while that worker still held a batch)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +20,7 @@ from shared.membership import SegmentCatalog
 from shared.membership_cache import MembershipCache
 from shared.messages import inbox_encoder, normalise, wire_decoder
 from shared.settings import Settings
+from tests.conftest import pool_for, private_database, redis_for
 
 
 class Worker:
@@ -63,6 +68,24 @@ class Worker:
             user_id,
         )
         return {r["key"] for r in rows}
+
+
+@pytest.fixture(scope="package")
+def settings() -> Iterator[Settings]:
+    with private_database(None, "worker") as private:
+        yield private
+
+
+@pytest.fixture(scope="package")
+async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    async with pool_for(settings) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="package")
+async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    async with redis_for(settings) as client:
+        yield client
 
 
 @pytest.fixture
