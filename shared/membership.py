@@ -404,13 +404,14 @@ async def _cache_patches(
     conn: Conn, env_id: int, bumped: list[asyncpg.Record], entered: set[int]
 ) -> list[tuple[str, int, bool]]:
     """(Redis key's user, new version, entered) for every key answering for the bumped users:
-    their userIds and the anonymous ids resolving to them."""
+    their userIds and the anonymous ids resolving to them. Call inside the swap's
+    transaction (it reads the ``swapped`` temp table)."""
     by_pk = {r["id"]: (r["membership_version"], r["id"] in entered) for r in bumped}
     out = [(r["user_id"], *by_pk[r["id"]]) for r in bumped if r["user_id"] is not None]
-    for row in await conn.fetch(
-        "SELECT user_pk, anonymous_id FROM identities WHERE env_id = $1 AND user_pk = ANY($2)",
+    for row in await conn.fetch(  # inside the swap's transaction: ``swapped`` lists the users
+        """SELECT i.user_pk, i.anonymous_id FROM identities i
+           JOIN swapped s ON s.user_pk = i.user_pk WHERE i.env_id = $1""",
         env_id,
-        list(by_pk),
     ):
         out.append((row["anonymous_id"], *by_pk[row["user_pk"]]))
     return out
