@@ -18,8 +18,13 @@ from shared.conditions.coerce import DATETIME_PATTERN, EPOCH_MS_FROM, NUMERIC_MA
 from shared.conditions.coerce import NUMERIC_PATTERN as _NUMERIC_PATTERN
 
 # Case folding identical to Python's str.lower() (see coerce.fold), whatever the database's
-# own collation; COLLATE "C" afterwards so comparisons of the folded text are bytewise.
-FOLD = 'lower(({}) COLLATE "und-x-icu") COLLATE "C"'
+# own collation; COLLATE "C" afterwards so comparisons of the folded text are bytewise. Text
+# that is all ASCII (as many bytes as characters) is folded by the "C" collation, which maps
+# A-Z only, as Python does for ASCII: twice cheaper than ICU, which folds the rest.
+FOLD = (
+    'CASE WHEN octet_length({0}) = length({0}) THEN lower(({0}) COLLATE "C") '
+    'ELSE lower(({0}) COLLATE "und-x-icu") COLLATE "C" END'
+)
 _SCALAR = "('string', 'number', 'boolean')"
 
 for _pattern in (_NUMERIC_PATTERN, DATETIME_PATTERN):
@@ -28,7 +33,7 @@ for _pattern in (_NUMERIC_PATTERN, DATETIME_PATTERN):
 
 def fold(expr: str) -> str:
     """``expr`` (text) case-folded the way coerce.fold does."""
-    return FOLD.format(expr)
+    return f"({FOLD.format(expr)})"
 
 
 def as_text(v: str) -> str:
