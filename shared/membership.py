@@ -37,6 +37,7 @@ __all__ = [
     "EnvSegments",
     "RecomputeResult",
     "SegmentCatalog",
+    "bump_versions",
     "dependents_of",
     "recheck_timed_segments",
     "recompute_segment",
@@ -166,6 +167,19 @@ async def record_changes(
         )
 
 
+async def bump_versions(conn: Conn, env_id: int, pks: list[int]) -> dict[int, int]:
+    """Bump ``membership_version`` of users whose memberships this transaction changes, so
+    that the Redis sets written after the commit replace any older copy; returns {pk: new
+    version}. Rows are locked in id order, the order every writer of memberships locks in."""
+    rows = await conn.fetch(
+        """UPDATE users SET membership_version = membership_version + 1
+           WHERE env_id = $1 AND id = ANY($2::bigint[]) RETURNING id, membership_version""",
+        env_id,
+        sorted(pks),
+    )
+    return {r["id"]: r["membership_version"] for r in rows}
+
+
 class _Phases:
     """Seconds spent in each phase of a recompute, for the log."""
 
@@ -187,8 +201,8 @@ class _Progress:
     recompute's transaction is not visible until it commits) and deleted at the end. A
     failed write only loses the report."""
 
-    # the share of the whole run each phase reaches when done (measured at 1M users)
-    REACHED = {"selecting": 5, "writing": 70, "caching": 100}
+    #: the percent of the whole run at which each phase starts and ends (measured at 1M users)
+    SPAN = {"selecting": (0, 5), "writing": (5, 70), "caching": (70, 100)}
 
     def __init__(self, pool: asyncpg.Pool, env_id: int, segment_id: int) -> None:
         self.pool = pool
@@ -199,8 +213,8 @@ class _Progress:
 
     async def report(self, phase: str, done: float = 0.0) -> None:
         """Enter ``phase``, ``done`` (0..1) of the way through it."""
-        before = {"selecting": 0, "writing": 5, "caching": 70}[phase]
-        percent = round(before + (self.REACHED[phase] - before) * min(max(done, 0.0), 1.0))
+        start, end = self.SPAN[phase]
+        percent = round(start + (end - start) * min(max(done, 0.0), 1.0))
         try:
             await self._execute(
                 """INSERT INTO segment_progress (env_id, segment_id, phase, percent, started_at)
@@ -473,12 +487,7 @@ async def _recheck_touched(
         changed = [pk for pk in pks if old[pk] != new[pk]]
         if changed:
             await write_memberships(conn, env_id, old, new, cause)
-            await conn.execute(
-                """UPDATE users SET membership_version = membership_version + 1
-                   WHERE env_id = $1 AND id = ANY($2)""",
-                env_id,
-                changed,
-            )
+            await bump_versions(conn, env_id, changed)
     return changed
 
 

@@ -31,7 +31,7 @@ from services.worker.typing_check import check_types
 from services.worker.writes import write_profiles, write_rest
 from shared.conditions import Subject
 from shared.db import Conn
-from shared.membership import EnvSegments, stored_memberships, write_memberships
+from shared.membership import EnvSegments, bump_versions, stored_memberships, write_memberships
 from shared.messages import InboxMessage
 from shared.profiles import apply_changes, apply_segment_ops
 
@@ -258,15 +258,9 @@ async def _evaluate_neighbours(
     for n in neighbours:
         subject = _subject(n, tags, companies, events)
         new[n.pk] = segments.evaluate(subject, old[n.pk] & segments.manual_ids, now)
-    changed = sorted(n.pk for n in neighbours if new[n.pk] != old[n.pk])
+    changed = [n.pk for n in neighbours if new[n.pk] != old[n.pk]]
     if changed:
-        rows = await conn.fetch(
-            """UPDATE users SET membership_version = membership_version + 1
-               WHERE env_id = $1 AND id = ANY($2::bigint[]) RETURNING id, membership_version""",
-            env_id,
-            changed,
-        )
-        versions = {r["id"]: r["membership_version"] for r in rows}
+        versions = await bump_versions(conn, env_id, changed)
         for n in neighbours:
             n.version = versions.get(n.pk, n.version)
 

@@ -16,7 +16,7 @@ from services.admin.segments.service import as_id
 from services.admin.users.refs import UserRefs, checked_refs, resolve_users
 from shared.db import Conn
 from shared.http import ApiError
-from shared.membership import record_changes
+from shared.membership import bump_versions, record_changes
 from shared.membership_cache import MembershipCache
 
 CAUSE = "admin"
@@ -108,17 +108,6 @@ async def change_members(
     )
     return ManualResult(
         answer=answer, changed=changed, created=bool(users.created), dependents=dependents
-    )
-
-
-async def bump_versions(conn: Conn, env_id: int, pks: list[int]) -> None:
-    """Bump ``membership_version`` of users already locked by this transaction, so that the
-    Redis sets written after the commit replace any older copy."""
-    await conn.execute(
-        """UPDATE users SET membership_version = membership_version + 1
-           WHERE env_id = $1 AND id = ANY($2::bigint[])""",
-        env_id,
-        pks,
     )
 
 
