@@ -32,9 +32,16 @@ from shared.conditions.parse import retyped
 from shared.conditions.python_engine import count_test
 from shared.conditions.references import resolve_segment
 
-# The texts of list elements that are not strings: jsonb numbers (numeric's output has no
-# exponent) and booleans. A list value of none of these can only match string elements.
+# The texts of stored values that are not strings: jsonb numbers (numeric's output has no
+# exponent) and booleans.
 _NON_STRING_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?|true|false")
+
+
+def _strings_only(values: list[Any]) -> bool:
+    """Whether only a stored string (or list element) can read as one of ``values``."""
+    return not any(_NON_STRING_TEXT.fullmatch(str(s)) for s in values)
+
+
 _COMPARE = {"is": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "before": "<", "after": ">"}
 _ARRAY_TYPE = {"string": "text[]", "number": "numeric[]"}
 
@@ -139,7 +146,7 @@ class _Compiler:
         if leaf.scope == "user" and leaf.attribute in COLUMN_ATTRIBUTES:
             return sc.column_epoch_us(f"{self.alias}.{leaf.attribute}")
         name = self.params.name(leaf.attribute)
-        v = f"({row}.attributes -> {name})"
+        v = self.stored(leaf, row)
         if leaf.type is None:
             return v
         if leaf.type == "string":
@@ -152,6 +159,10 @@ class _Compiler:
         if leaf.type == "datetime":
             return f"({sc.as_epoch_us(v, f'{row}.epochs -> {name}')})"
         return f"({sc.as_list(v, ci)})"
+
+    def stored(self, leaf: Attribute, row: str) -> str:
+        """The leaf's attribute as stored (jsonb) in the row aliased ``row``."""
+        return f"({row}.attributes -> {self.params.name(leaf.attribute)})"
 
     def company(self, leaf: Attribute) -> str:
         """Holds when the leaf holds for any of the user's companies."""
@@ -223,11 +234,11 @@ class _Compiler:
         cast = {"string": "text", "boolean": "boolean"}.get(kind or "", "numeric")
         if kind == "string" and not ci and op in ("is", "in"):
             values = [v] if op == "is" else list(v)
-            if not any(_NON_STRING_TEXT.fullmatch(s) for s in values):
+            if _strings_only(values):
                 # Only a stored string can read as one of these values: compare the stored
                 # jsonb itself with the values as jsonb strings (built once, in an InitPlan)
                 # rather than reading every row's value as text first (a third of the cost).
-                raw = f"({row}.attributes -> {self.params.name(leaf.attribute)})"
+                raw = self.stored(leaf, row)
                 if op == "is":
                     return f"({raw} = (SELECT to_jsonb({add(v, 'text')})))"
                 wanted = f"ARRAY(SELECT to_jsonb(w) FROM unnest({add(values, 'text[]')}) w)"
@@ -267,10 +278,10 @@ class _Compiler:
             return f"({x} < (SELECT {since}))"
         if op in ("includes_any", "includes_all"):
             values = list(v)
-            if not ci and not any(_NON_STRING_TEXT.fullmatch(str(s)) for s in values):
+            if not ci and _strings_only(values):
                 # only string elements can match: jsonb's own ?| / ?& on the stored array,
                 # instead of building the elements' text[] for every row (4 times faster)
-                raw = f"({row}.attributes -> {self.params.name(leaf.attribute)})"
+                raw = self.stored(leaf, row)
                 test = "?|" if op == "includes_any" else "?&"
                 return (
                     f"(CASE WHEN jsonb_typeof({raw}) = 'array' "
