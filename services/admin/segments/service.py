@@ -36,7 +36,8 @@ _COLUMNS = """s.id, s.key, s.name, s.description, s.kind, s.conditions, s.status
        s.created_at, s.updated_at,
        (SELECT count(*) FROM memberships m
         WHERE m.env_id = s.env_id AND m.segment_id = s.id) AS member_count,
-       (SELECT p.phase || ':' || p.percent FROM segment_progress p
+       (SELECT jsonb_build_object('phase', p.phase, 'percent', p.percent)
+        FROM segment_progress p
         WHERE p.env_id = s.env_id AND p.segment_id = s.id) AS progress"""
 
 
@@ -58,14 +59,13 @@ def to_segment(row: asyncpg.Record) -> Segment:
     )
 
 
-def _progress(status: str, stored: str | None) -> Progress | None:
+def _progress(status: str, stored: dict[str, Any] | None) -> Progress | None:
     """Where a computing segment's recompute is: queued until the worker starts it."""
     if status != "computing":
         return None
     if stored is None:
         return Progress(phase="queued", percent=0)
-    phase, percent = stored.split(":")
-    return Progress(phase=phase, percent=int(percent))
+    return Progress(phase=stored["phase"], percent=stored["percent"])
 
 
 def slugify(name: str) -> str:
