@@ -53,10 +53,14 @@ class EnvSegments(msgspec.Struct, frozen=True):
     manual: Mapping[str, int]
     #: what the conditions read beyond attributes, so the worker loads only that
     uses_tags: bool = False
-    uses_companies: bool = False
     events: frozenset[str] = frozenset()
     #: attribute types (the engines' ``types`` keys)
     types: Mapping[str, str] = msgspec.field(default_factory=dict)
+
+    @property
+    def uses_companies(self) -> bool:
+        """Some condition reads company attributes (derived from the segments' own flags)."""
+        return any(segment.reads_companies for segment in self.dynamic)
 
     @property
     def manual_ids(self) -> frozenset[int]:
@@ -143,7 +147,7 @@ class SegmentCatalog:
         manual: dict[str, int] = {}
         compiled: dict[int, DynamicSegment] = {}
         refs: dict[int, set[int]] = {}
-        uses_tags = uses_companies = False
+        uses_tags = False
         events: set[str] = set()
         for row in rows:
             if row["kind"] == "all":
@@ -165,7 +169,6 @@ class SegmentCatalog:
                 attributes = referenced_attributes(cond)
                 uses_tags = uses_tags or any(isinstance(leaf, Tag) for leaf in leaves(cond))
                 reads_companies = any(s == "company" for s, _ in attributes)
-                uses_companies = uses_companies or reads_companies
                 events |= referenced_events(cond)
                 refs[row["id"]] = referenced
                 compiled[row["id"]] = DynamicSegment(
@@ -183,7 +186,6 @@ class SegmentCatalog:
             dynamic,
             manual,
             uses_tags=uses_tags,
-            uses_companies=uses_companies,
             events=frozenset(events),
             types=types,
         )
