@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -123,6 +124,30 @@ async def redis_for(settings: Settings) -> AsyncIterator[aioredis.Redis]:
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+def private_package_fixtures(label: str) -> tuple[Any, Any, Any]:
+    """``settings``, ``db`` and ``redis`` fixtures of package scope on a database and Redis
+    prefix of their own, for a package whose tests must not share data with the session's
+    end-to-end stack (its worker drains the shared inbox). In the package's conftest:
+    ``settings, db, redis = private_package_fixtures("label")``."""
+
+    @pytest.fixture(scope="package", name="settings")
+    def settings_() -> Iterator[Settings]:
+        with private_database(None, label) as private:
+            yield private
+
+    @pytest.fixture(scope="package", name="db")
+    async def db_(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+        async with pool_for(settings) as pool:
+            yield pool
+
+    @pytest.fixture(scope="package", name="redis")
+    async def redis_(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+        async with redis_for(settings) as client:
+            yield client
+
+    return settings_, db_, redis_
 
 
 @pytest.fixture(scope="session")

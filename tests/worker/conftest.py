@@ -6,7 +6,7 @@ in-process drain (a test could read memberships while that worker still held a b
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ from shared.membership import SegmentCatalog
 from shared.membership_cache import MembershipCache
 from shared.messages import inbox_encoder, normalise, wire_decoder
 from shared.settings import Settings
-from tests.conftest import pool_for, private_database, redis_for
+from tests.conftest import private_package_fixtures
 
 
 class Worker:
@@ -70,22 +70,7 @@ class Worker:
         return {r["key"] for r in rows}
 
 
-@pytest.fixture(scope="package")
-def settings() -> Iterator[Settings]:
-    with private_database(None, "worker") as private:
-        yield private
-
-
-@pytest.fixture(scope="package")
-async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    async with pool_for(settings) as pool:
-        yield pool
-
-
-@pytest.fixture(scope="package")
-async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    async with redis_for(settings) as client:
-        yield client
+settings, db, redis = private_package_fixtures("worker")
 
 
 @pytest.fixture
