@@ -29,7 +29,7 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = await create_pool(database_url, size=settings.db_pool_size)
+        pool = await create_pool(database_url, size=settings.db_pool_size, reset_session=False)
         try:
             arq_pool = await create_arq_pool(RedisSettings.from_dsn(redis_url))
             try:

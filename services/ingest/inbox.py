@@ -20,11 +20,13 @@ from datetime import datetime
 from typing import Any, TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from shared.redis_keys import drain_job_id, queue_name
 
 log = logging.getLogger(__name__)
 
+PoolConn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 #: One inbox row: (env_id, received_at, encoded InboxMessage).
 Row: TypeAlias = tuple[int, datetime, bytes]
 
@@ -125,16 +127,25 @@ class InboxWriter:
         return taken
 
     async def _flusher(self) -> None:
-        while True:
-            if not self._pending:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            await self._flush(self._take())
+        # Each flusher keeps one pooled connection while it runs: no acquire and release (nor
+        # their bookkeeping) per flush. After a failed insert the connection goes back to the
+        # pool (which closes it if it broke) and the next flush takes another.
+        conn: PoolConn | None = None
+        try:
+            while True:
+                if not self._pending:
+                    if self._closing:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                conn = await self._flush(self._take(), conn)
+        finally:
+            if conn is not None:
+                await self._release_quietly(conn)
 
-    async def _flush(self, items: list[_Pending]) -> None:
+    async def _flush(self, items: list[_Pending], conn: PoolConn | None) -> PoolConn | None:
+        """Insert ``items`` in one statement; returns the connection to use next time."""
         env_ids: list[int] = []
         times: list[datetime] = []
         bodies: list[bytes] = []
@@ -144,20 +155,30 @@ class InboxWriter:
                 times.append(received_at)
                 bodies.append(body)
         try:
-            async with self.pool.acquire() as conn:
-                await conn.execute(INSERT_INBOX, env_ids, times, bodies)
+            if conn is None:
+                conn = await self.pool.acquire()
+            await conn.execute(INSERT_INBOX, env_ids, times, bodies)
         except Exception as exc:  # any failure: acknowledge nothing, tell the clients to retry
             log.error("inbox insert of %d rows failed: %r", len(bodies), exc)
             for item in items:
                 if not item.future.done():
                     item.future.set_exception(InboxUnavailable(str(exc)))
-            return
+            if conn is not None:
+                await self._release_quietly(conn)
+            return None
         self.flushes += 1
         self.rows_written += len(bodies)
         for item in items:
             if not item.future.done():
                 item.future.set_result(None)
         self._request_drain()
+        return conn
+
+    async def _release_quietly(self, conn: PoolConn) -> None:
+        try:
+            await self.pool.release(conn)
+        except Exception as exc:  # a broken connection: the pool replaces it
+            log.warning("could not release an inbox connection: %r", exc)
 
     def _request_drain(self) -> None:
         """Enqueue the drain job soon; flushes that finish meanwhile share one enqueue."""

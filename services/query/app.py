@@ -54,7 +54,7 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = await create_pool(database_url, size=settings.db_pool_size)
+        pool = await create_pool(database_url, size=settings.db_pool_size, reset_session=False)
         redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
         reader = PipelinedReader(redis_url) if redis_url.startswith(_PIPELINED) else None
         try:

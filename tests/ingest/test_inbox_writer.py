@@ -144,6 +144,37 @@ async def test_database_down_acknowledges_nothing(
     assert await inbox_count(ingest_db, ienv.id) == 0
 
 
+async def test_a_broken_connection_fails_one_flush_then_the_next_takes_a_new_one(
+    ingest_settings: Settings, arq_pool: ArqRedis, ingest_db: asyncpg.Pool, ienv: EnvironmentKeys
+) -> None:
+    """A flusher keeps its connection between flushes; when PostgreSQL drops it (restart,
+    failover, an administrator's pg_terminate_backend), that flush answers 'unavailable' and
+    the next one runs on a new connection."""
+    assert ingest_settings.database_url is not None
+    dsn = ingest_settings.database_url
+    dsn += ("&" if "?" in dsn else "?") + "application_name=inbox-writer-test"
+    pool = await create_db_pool(dsn, size=2, reset_session=False)
+    writer = await started(
+        InboxWriter(pool, arq_pool, redis_prefix=ingest_settings.redis_prefix, flushers=1)
+    )
+    try:
+        await writer.write(rows(ienv.id, 1))
+        # the pool's only connection, kept by the flusher between flushes
+        killed = await ingest_db.fetchval(
+            """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+               WHERE application_name = 'inbox-writer-test'"""
+        )
+        assert killed == 1
+        with pytest.raises(InboxUnavailable):
+            await writer.write(rows(ienv.id, 1))
+        await writer.write(rows(ienv.id, 2))
+    finally:
+        await writer.stop()
+        await pool.close()  # returns: the writer gave its connection back on stop
+    assert writer.flushes == 2
+    assert await inbox_count(ingest_db, ienv.id) == 3
+
+
 async def test_stop_flushes_what_is_queued_then_refuses(
     ingest_db: asyncpg.Pool, arq_pool: ArqRedis, ingest_settings: Settings, ienv: EnvironmentKeys
 ) -> None:
