@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import msgspec
 
-from shared.attribute_types import load_types
+from shared.attribute_types import type_key
 from shared.conditions import (
     ConditionError,
     Subject,
@@ -81,7 +82,7 @@ class EnvSegments(msgspec.Struct, frozen=True):
         return result
 
 
-def name_map(rows: Iterable[asyncpg.Record]) -> dict[str, int]:
+def name_map(rows: Iterable[asyncpg.Record] | Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """Segment key and id (as a string) -> id, from rows with ``id`` and ``key``: how segment
     leaves name segments. A key wins over an id spelled the same (keys are never all
     digits, so this only matters for hand-made data)."""
@@ -129,18 +130,54 @@ def dependency_order(
     return order
 
 
+_SEGMENTS_DIGEST = """md5(coalesce((SELECT jsonb_agg(jsonb_build_array(id, key, kind, version)
+    ORDER BY id) FROM segments WHERE env_id = $1), '[]')::text)"""
+_TYPE_ROWS = """(SELECT jsonb_agg(jsonb_build_array(scope, name, type) ORDER BY scope, name)
+    FROM attribute_types WHERE env_id = $1 AND scope IN ('user', 'company'))"""
+#: What the worker reads per batch while nothing changes: two digests.
+_DIGEST = f"""SELECT {_SEGMENTS_DIGEST} AS segments,
+    md5(coalesce({_TYPE_ROWS}, '[]')::text) AS types"""
+#: The definitions and the attribute types, with their digests (one snapshot).
+_DEFINITIONS = f"""SELECT {_SEGMENTS_DIGEST} AS segments,
+    md5(coalesce({_TYPE_ROWS}, '[]')::text) AS types,
+    (SELECT jsonb_agg(jsonb_build_array(id, key, kind, version, conditions) ORDER BY id)
+     FROM segments WHERE env_id = $1) AS rows,
+    {_TYPE_ROWS} AS type_rows"""
+
+
 class SegmentCatalog:
     """Compiled segments per environment, recompiled only when a definition, the attribute
     types or the segment names they resolve change."""
 
     def __init__(self) -> None:
         self._compiled: dict[tuple[int, int, int], Predicate] = {}
+        #: env id -> (fingerprint of its definitions, what was built from them)
+        self._envs: dict[int, tuple[tuple[str, str], EnvSegments]] = {}
 
     async def load(self, conn: Conn, env_id: int) -> EnvSegments:
-        rows = await conn.fetch(
-            "SELECT id, key, kind, version, conditions FROM segments WHERE env_id = $1", env_id
-        )
-        types = await load_types(conn, env_id)
+        """The environment's segments as they are now. One small query per call when nothing
+        changed (a digest of every segment's id, key, kind and version, and of the attribute
+        types); the definitions are read and compiled again only when the digest moves."""
+        digest = await conn.fetchrow(_DIGEST, env_id)
+        assert digest is not None
+        fingerprint = (digest["segments"], digest["types"])
+        cached = self._envs.get(env_id)
+        if cached is not None and cached[0] == fingerprint:
+            return cached[1]
+        # the definitions and their digests come from one statement (one snapshot), so what
+        # is cached under a digest is what that digest describes
+        loaded = await conn.fetchrow(_DEFINITIONS, env_id)
+        assert loaded is not None
+        rows = [
+            {"id": i, "key": k, "kind": kind, "version": v, "conditions": c}
+            for i, k, kind, v, c in loaded["rows"] or ()
+        ]
+        types = {type_key(scope, name): t for scope, name, t in loaded["type_rows"] or ()}
+        segments = self._build(rows, types)
+        self._envs[env_id] = ((loaded["segments"], loaded["types"]), segments)
+        return segments
+
+    def _build(self, rows: list[dict[str, Any]], types: dict[str, str]) -> EnvSegments:
         names = name_map(rows)
         context = hash((tuple(sorted(types.items())), tuple(sorted(names.items()))))
         all_users: int | None = None

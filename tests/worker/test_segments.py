@@ -200,3 +200,51 @@ async def test_types_are_inferred_and_misfits_warned(worker: Worker, env: Enviro
         "plan": "pro",
     }
     assert await worker.segments_of(env.id, "u") == {"all-users"}  # a misfit counts as missing
+
+
+async def test_catalog_is_rebuilt_exactly_when_a_definition_or_type_changes(
+    worker: Worker, env: EnvironmentKeys
+) -> None:
+    """The worker reads a digest per batch and rebuilds its compiled segments only when it
+    moves: a new segment, a new version of one, a renamed key, a new or corrected type."""
+    seg = await _segment(worker, env.id, "pro", {"attribute": "plan", "op": "is", "value": "pro"})
+    catalog = worker.catalog
+    async with worker.pool.acquire() as conn:
+        first = await catalog.load(conn, env.id)
+        assert await catalog.load(conn, env.id) is first  # nothing changed: the same object
+        assert [s.key for s in first.dynamic] == ["pro"]
+
+        await conn.execute(
+            """UPDATE segments SET conditions = $2, version = version + 1 WHERE id = $1""",
+            seg,
+            {"attribute": "plan", "op": "is", "value": "team"},
+        )
+        edited = await catalog.load(conn, env.id)
+        assert edited is not first
+        assert edited.dynamic[0].version == first.dynamic[0].version + 1
+        assert edited.dynamic[0].predicate is not first.dynamic[0].predicate
+
+        await conn.execute("UPDATE segments SET key = 'team' WHERE id = $1", seg)
+        renamed = await catalog.load(conn, env.id)
+        assert [s.key for s in renamed.dynamic] == ["team"]
+
+        await conn.execute(
+            """INSERT INTO attribute_types (env_id, scope, name, type)
+               VALUES ($1, 'user', 'plan', 'string')""",
+            env.id,
+        )
+        typed = await catalog.load(conn, env.id)
+        assert typed is not renamed and typed.types == {"plan": "string"}
+        await conn.execute(
+            "UPDATE attribute_types SET type = 'number' WHERE env_id = $1 AND name = 'plan'",
+            env.id,
+        )
+        corrected = await catalog.load(conn, env.id)
+        assert corrected.types == {"plan": "number"}
+        # 'team' can't be a number: the segment no longer compiles and matches nobody
+        assert corrected.dynamic == ()
+
+        await _segment(worker, env.id, "big", {"attribute": "n", "op": "gt", "value": 1})
+        added = await catalog.load(conn, env.id)
+        assert [s.key for s in added.dynamic] == ["big"]
+        assert await catalog.load(conn, env.id) is added
