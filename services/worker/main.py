@@ -45,6 +45,12 @@ POLL_DELAY = 0.01
 #: a job lost with a killed worker blocks its job id for at most DRAIN_TIMEOUT.
 DRAIN_SECONDS = 20
 DRAIN_TIMEOUT = 60
+#: A round that found fewer rows than this waits GATHER_SECONDS before the next claim, so that
+#: a steady trickle is applied in batches of some size rather than a round per few messages:
+#: each round has a fixed cost (a dozen statements, a commit, a Redis write) that small
+#: batches pay again and again. A backlog (full rounds) never waits.
+GATHER_ROWS = 200
+GATHER_SECONDS = 0.025
 #: A segment 'computing' this long after its last change has lost its job: the sweep redoes it.
 STALE_RECOMPUTE_SECONDS = 30.0
 
@@ -74,11 +80,13 @@ async def drain(ctx: dict[str, Any]) -> int:
     stats = DrainStats()
     deadline = time.monotonic() + DRAIN_SECONDS
     async with lock:
-        while await drain_round(
+        while rows := await drain_round(
             ctx["pool"], ctx["cache"], ctx["catalog"], settings.worker_batch, stats
         ):
             if time.monotonic() > deadline:
                 break  # the next drain job or sweep goes on; a job must end well before its timeout
+            if rows < GATHER_ROWS:
+                await asyncio.sleep(GATHER_SECONDS)
     if stats.messages:
         log.info(
             "drained %d rows in %d rounds (%d duplicates, %d dead letters)",
