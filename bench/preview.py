@@ -104,7 +104,15 @@ async def load(conn: Conn, env_id: int, n: int, rng: random.Random) -> None:
         ["bigint", "text", "jsonb", "timestamptz", "timestamptz"],
         users,
     )
-    await record_inferred(conn, env_id, "user", users[0][2] | {"plan": "x", "seats": 1})
+    # the types the trees are written for, whatever the first user happens to hold (an epoch
+    # number first would make signed_up_at a number, and its date leaves invalid)
+    sample = {
+        "plan": "x",
+        "seats": 1,
+        "signed_up_at": NOW.isoformat(),
+        "last_login": NOW.isoformat(),
+    }
+    await record_inferred(conn, env_id, "user", users[0][2] | sample)
     await record_inferred(conn, env_id, "company", {"seats": 1, "plan": "x"})
     pks = [r["id"] for r in await conn.fetch("SELECT id FROM users WHERE env_id = $1", env_id)]
     tag_ids = [
