@@ -150,8 +150,9 @@ class _Compiler:
         if leaf.type is None:
             return v
         if leaf.type == "string":
-            text = sc.as_text(v)
-            return sc.fold(text) if ci else f"({text})"
+            if ci:
+                return sc.fold_stored_text(v, f"({row}.attributes ->> {name})")
+            return f"({sc.as_text(v)})"
         if leaf.type == "number":
             return f"({sc.as_number(v)})"
         if leaf.type == "boolean":
