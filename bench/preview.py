@@ -230,7 +230,9 @@ async def time_leaves(
         label = json.dumps({k: v for k, v in one.items() if k != "value"}, ensure_ascii=False)
         if label in seen:
             continue
-        where, params = compile_sql(parse_condition(one, types), first_param=2, segments=segments)
+        where, params = compile_sql(
+            parse_condition(one, types), first_param=2, segments=segments, env_param=1
+        )
         times = []
         for _ in range(5):
             t = time.perf_counter()
@@ -326,8 +328,11 @@ async def run(args: argparse.Namespace) -> None:
                 matched: list[int] = []
                 for _ in range(args.trees):
                     condition = tree(rng)
-                    where, params = compile_sql(
-                        parse_condition(condition, types), first_param=2, segments=segments
+                    where, params = compile_sql(  # as the preview service compiles it
+                        parse_condition(condition, types),
+                        first_param=2,
+                        segments=segments,
+                        env_param=1,
                     )
                     t = time.perf_counter()
                     n = await conn.fetchval(

@@ -103,11 +103,15 @@ class _Compiler:
         params: _Params,
         now_param: int | None,
         segments: Mapping[str, int] | None,
+        env_param: int | None = None,
     ) -> None:
         self.alias = alias
         self.params = params
         self.now_sql = "now()" if now_param is None else f"${now_param}::timestamptz"
         self.segments = segments
+        self.env_sql = None if env_param is None else f"${env_param}::bigint"
+        #: inside an any / none group: a relation leaf there is not pulled up into a join
+        self.under_or = False
 
     def node(self, cond: Condition, path: str) -> str:
         if isinstance(cond, AllOf | AnyOf | NoneOf):
@@ -116,7 +120,10 @@ class _Compiler:
             # PostgreSQL keeps the written order inside a boolean expression
             children = cond.children
             order = sorted(range(len(children)), key=lambda i: _cost(children[i]))
+            outer = self.under_or
+            self.under_or = outer or key != "all"
             parts = [self.node(children[i], f"{path}.{key}[{i}]") for i in order]
+            self.under_or = outer
             if key == "all":
                 return "(" + " AND ".join(parts) + ")" if parts else "true"
             joined = "(" + " OR ".join(parts) + ")" if parts else "false"
@@ -168,10 +175,29 @@ class _Compiler:
     def company(self, leaf: Attribute) -> str:
         """Holds when the leaf holds for any of the user's companies."""
         test = self.two_valued(leaf, self.attribute(leaf, "seg_c"))
+        return self.related(
+            "seg_cm",
+            "company_members seg_cm JOIN companies seg_c "
+            "ON seg_c.env_id = seg_cm.env_id AND seg_c.id = seg_cm.company_pk",
+            test,
+        )
+
+    def related(self, table: str, source: str, test: str) -> str:
+        """Whether the user has a row in ``source`` (``table``: the alias holding ``env_id``
+        and ``user_pk``) passing ``test``. Correlated EXISTS, which PostgreSQL pulls up into a
+        semi-join under AND. Under OR / NOT, where it stays a (hashed) sub-plan, and when the
+        caller names the environment's parameter: the uncorrelated ``id IN (...)``, which
+        the planner costs as what runs (one hash table) and may scan in parallel, where the
+        correlated form pins a plan to one process. Never NULL either way: ``user_pk`` is
+        NOT NULL."""
+        if self.under_or and self.env_sql is not None:
+            return (
+                f"({self.alias}.id IN (SELECT {table}.user_pk FROM {source} "
+                f"WHERE {table}.env_id = {self.env_sql} AND {test}))"
+            )
         return (
-            "EXISTS (SELECT 1 FROM company_members seg_cm JOIN companies seg_c "
-            "ON seg_c.env_id = seg_cm.env_id AND seg_c.id = seg_cm.company_pk "
-            f"WHERE seg_cm.env_id = {self.alias}.env_id AND seg_cm.user_pk = {self.alias}.id "
+            f"EXISTS (SELECT 1 FROM {source} "
+            f"WHERE {table}.env_id = {self.alias}.env_id AND {table}.user_pk = {self.alias}.id "
             f"AND {test})"
         )
 
@@ -179,19 +205,18 @@ class _Compiler:
         value = ""
         if leaf.value is not None:
             value = f" AND seg_t.value = {self.params.add(leaf.value, 'text')}"
-        return (
-            "EXISTS (SELECT 1 FROM user_tags seg_ut JOIN tags seg_t "
-            "ON seg_t.env_id = seg_ut.env_id AND seg_t.id = seg_ut.tag_id "
-            f"WHERE seg_ut.env_id = {self.alias}.env_id AND seg_ut.user_pk = {self.alias}.id "
-            f"AND seg_t.key = {self.params.add(leaf.key, 'text')}{value})"
+        return self.related(
+            "seg_ut",
+            "user_tags seg_ut JOIN tags seg_t "
+            "ON seg_t.env_id = seg_ut.env_id AND seg_t.id = seg_ut.tag_id",
+            f"seg_t.key = {self.params.add(leaf.key, 'text')}{value}",
         )
 
     def segment(self, segment_id: int) -> str:
-        return (
-            "EXISTS (SELECT 1 FROM memberships seg_m "
-            f"WHERE seg_m.env_id = {self.alias}.env_id "
-            f"AND seg_m.segment_id = {self.params.add(segment_id, 'bigint')} "
-            f"AND seg_m.user_pk = {self.alias}.id)"
+        return self.related(
+            "seg_m",
+            "memberships seg_m",
+            f"seg_m.segment_id = {self.params.add(segment_id, 'bigint')}",
         )
 
     def event(self, leaf: Event) -> str:
@@ -204,12 +229,21 @@ class _Compiler:
         if leaf.within_days is not None:
             today = f"(({self.now_sql}) AT TIME ZONE 'UTC')::date"
             window = f" AND seg_ec.day > {today} - {add(leaf.within_days, 'int')}"
+        uncorrelated = self.under_or and self.env_sql is not None
+        n = "sum(seg_ec.count)" if uncorrelated else "seg_e.n"
         if isinstance(leaf.value, tuple):
             lo, hi = leaf.value
-            holds = f"seg_e.n BETWEEN {add(lo, 'bigint')} AND {add(hi, 'bigint')}"
+            holds = f"{n} BETWEEN {add(lo, 'bigint')} AND {add(hi, 'bigint')}"
         else:
-            holds = f"seg_e.n {_COUNT_COMPARE[leaf.op]} {add(leaf.value, 'bigint')}"
+            holds = f"{n} {_COUNT_COMPARE[leaf.op]} {add(leaf.value, 'bigint')}"
         zero_holds = count_test(leaf.op, leaf.value)(0)
+        if uncorrelated:
+            return (
+                f"({self.alias}.id {'NOT ' if zero_holds else ''}IN (SELECT seg_ec.user_pk "
+                f"FROM event_counts seg_ec WHERE seg_ec.env_id = {self.env_sql} "
+                f"AND seg_ec.name = {add(leaf.event, 'text')}{window} GROUP BY 1 "
+                f"HAVING {'NOT ' if zero_holds else ''}({holds})))"
+            )
         return (
             f"({'NOT ' if zero_holds else ''}EXISTS (SELECT 1 FROM ("
             "SELECT seg_ec.env_id, seg_ec.user_pk, sum(seg_ec.count) AS n FROM event_counts seg_ec "
@@ -308,6 +342,7 @@ def compile_sql(
     now_param: int | None = None,
     types: Mapping[str, str] | None = None,
     segments: Mapping[str, int] | None = None,
+    env_param: int | None = None,
 ) -> tuple[str, list[Any]]:
     """Compile a parsed condition into ``(where_fragment, params)`` over ``users {alias}``.
 
@@ -324,5 +359,5 @@ def compile_sql(
     if not alias.isidentifier() or alias in _RESERVED:
         raise ValueError(f"alias must be a plain identifier, not {alias!r}")
     params = _Params(first_param)
-    sql = _Compiler(alias, params, now_param, segments).node(retyped(cond, types), "$")
+    sql = _Compiler(alias, params, now_param, segments, env_param).node(retyped(cond, types), "$")
     return sql, params.values

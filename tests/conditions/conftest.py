@@ -166,10 +166,18 @@ class Profiles:
             await self.add(name, attributes)
 
     async def sql_matches(
-        self, condition: Any, now: datetime = NOW, types: Mapping[str, str] | None = None
+        self,
+        condition: Any,
+        now: datetime = NOW,
+        types: Mapping[str, str] | None = None,
+        env_param: int | None = None,
     ) -> set[str]:
         fragment, params = compile_sql(
-            parse_condition(condition, types), first_param=3, now_param=2, segments=self.segments
+            parse_condition(condition, types),
+            first_param=3,
+            now_param=2,
+            segments=self.segments,
+            env_param=env_param,
         )
         rows = await self.db.fetch(
             # "$2 IS NOT NULL" types $2 for conditions that do not use now
@@ -196,6 +204,10 @@ class Profiles:
         assert in_python == in_sql, (
             f"python only: {in_python - in_sql}, sql only: {in_sql - in_python}"
         )
+        # the same condition under an OR, in the admin's form (relation leaves there are
+        # uncorrelated sub-queries of the environment bound to $1)
+        under_or = await self.sql_matches({"any": [condition]}, now, types, env_param=1)
+        assert under_or == in_sql, f"under OR: {under_or} != {in_sql}"
         return in_sql
 
 

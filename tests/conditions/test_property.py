@@ -459,23 +459,31 @@ class Database:
         fragment, params = compile_sql(
             condition, first_param=3, now_param=2, segments=self.segments
         )
+        # the form the admin's preview and users list use: relation leaves under OR / NOT as
+        # uncorrelated sub-queries of the environment bound to $1
+        uncorrelated, same_params = compile_sql(
+            condition, first_param=3, now_param=2, segments=self.segments, env_param=1
+        )
+        assert same_params == params
         conn = self.conn
         transaction = conn.transaction()
         await transaction.start()  # rolled back: every example starts from no users
         try:
             inserted = await conn.fetch(INSERT_EXAMPLE, self.env_id, *self._columns(rows, now))
-            matched = {
-                r["id"]
-                for r in await conn.fetch(
+            found: list[set[int]] = []
+            for where in (fragment, uncorrelated):
+                rows_ = await conn.fetch(
                     f"""SELECT u.id FROM users u WHERE u.env_id = $1
-                        AND $2::timestamptz IS NOT NULL AND {fragment}""",
+                        AND $2::timestamptz IS NOT NULL AND {where}""",
                     self.env_id,
                     now,
                     *params,
                 )
-            }
+                found.append({r["id"] for r in rows_})
+            matched, matched_uncorrelated = found
         finally:
             await transaction.rollback()
+        assert matched_uncorrelated == matched, (fragment, uncorrelated)
         return [r["id"] in matched for r in inserted], [r["attributes"] for r in inserted]
 
     def _columns(self, rows: list[Row], now: datetime) -> list[list[Any]]:

@@ -52,7 +52,9 @@ def _where(
     cond: Condition, segments: Mapping[str, int], first_param: int, field: str
 ) -> tuple[str, list[Any]]:
     try:
-        return compile_sql(cond, alias="u", first_param=first_param, segments=segments)
+        # $1 is always the environment's id: relation leaves under OR / NOT become
+        # uncorrelated sub-queries of it, which PostgreSQL may scan in parallel
+        return compile_sql(cond, alias="u", first_param=first_param, segments=segments, env_param=1)
     except ConditionError as exc:
         raise ApiError(422, f"{field}: {exc}", field) from exc
 
