@@ -46,7 +46,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def fold(text: str) -> str:
     """Case folding for ``ci: true``: full Unicode lowercase, the same mapping as
-    PostgreSQL's ``lower(x COLLATE "und-x-icu")`` (checked for every code point by a test)."""
+    PostgreSQL's ``lower(x COLLATE segments_fold)``, ICU's root locale (migration 007),
+    checked for every code point by a test."""
     return text.lower()
 
 

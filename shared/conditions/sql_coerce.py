@@ -20,10 +20,11 @@ from shared.conditions.coerce import NUMERIC_PATTERN as _NUMERIC_PATTERN
 # Case folding identical to Python's str.lower() (see coerce.fold), whatever the database's
 # own collation; COLLATE "C" afterwards so comparisons of the folded text are bytewise. Text
 # that is all ASCII (as many bytes as characters) is folded by the "C" collation, which maps
-# A-Z only, as Python does for ASCII: twice cheaper than ICU, which folds the rest.
+# A-Z only, as Python does for ASCII: twice cheaper than ICU (collation segments_fold,
+# migration 007), which folds the rest.
 FOLD = (
     'CASE WHEN octet_length({0}) = length({0}) THEN lower(({0}) COLLATE "C") '
-    'ELSE lower(({0}) COLLATE "und-x-icu") COLLATE "C" END'
+    'ELSE lower(({0}) COLLATE segments_fold) COLLATE "C" END'
 )
 _SCALAR = "('string', 'number', 'boolean')"
 
@@ -45,7 +46,7 @@ def fold_stored_text(v: str, raw: str) -> str:
     text = as_text(v)
     return (
         f'(CASE WHEN octet_length({raw}) = length({raw}) THEN lower(({text}) COLLATE "C") '
-        f'ELSE lower(({text}) COLLATE "und-x-icu") COLLATE "C" END)'
+        f'ELSE lower(({text}) COLLATE segments_fold) COLLATE "C" END)'
     )
 
 

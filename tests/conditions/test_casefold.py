@@ -1,7 +1,9 @@
 """``ci: true`` folds text identically in both engines, for every Unicode code point.
 
-Python folds with ``str.lower()``; SQL with ``lower(x COLLATE "und-x-icu")``, whatever the
-database's own collation (a C-locale database would fold ASCII only)."""
+Python folds with ``str.lower()``; SQL with ``lower(x COLLATE segments_fold)``, ICU's root
+locale (migration 007), whatever the database's own collation (a C-locale database would fold
+ASCII only). Without ICU (the embedded development database) migration 007 falls back to the
+C library's C.UTF-8: the conditions run there, and the tests below would not hold."""
 
 from __future__ import annotations
 
@@ -11,6 +13,13 @@ from shared.conditions.coerce import fold
 from shared.conditions.sql_coerce import fold as sql_fold
 
 CODE_POINTS = [i for i in range(1, 0x110000) if not 0xD800 <= i <= 0xDFFF]  # no surrogates
+
+
+async def test_the_fold_collation_is_icu_where_the_tests_run(db: asyncpg.Pool) -> None:
+    provider = await db.fetchval(
+        "SELECT collprovider::text FROM pg_collation WHERE collname = 'segments_fold'"
+    )
+    assert provider == "i"
 
 
 async def test_every_code_point_folds_the_same(db: asyncpg.Pool) -> None:
