@@ -138,8 +138,7 @@ _TYPE_ROWS = """(SELECT jsonb_agg(jsonb_build_array(scope, name, type) ORDER BY 
 _DIGEST = f"""SELECT {_SEGMENTS_DIGEST} AS segments,
     md5(coalesce({_TYPE_ROWS}, '[]')::text) AS types"""
 #: The definitions and the attribute types, with their digests (one snapshot).
-_DEFINITIONS = f"""SELECT {_SEGMENTS_DIGEST} AS segments,
-    md5(coalesce({_TYPE_ROWS}, '[]')::text) AS types,
+_DEFINITIONS = f"""{_DIGEST},
     (SELECT jsonb_agg(jsonb_build_array(id, key, kind, version, conditions) ORDER BY id)
      FROM segments WHERE env_id = $1) AS rows,
     {_TYPE_ROWS} AS type_rows"""

@@ -22,9 +22,11 @@ from shared.conditions.coerce import NUMERIC_PATTERN as _NUMERIC_PATTERN
 # that is all ASCII (as many bytes as characters) is folded by the "C" collation, which maps
 # A-Z only, as Python does for ASCII: twice cheaper than ICU (collation segments_fold,
 # migration 007), which folds the rest.
+# ``ascii`` is the text tested for ASCII, ``text`` the text folded: the same expression, or
+# (fold_stored_text) a cheaper one equal to it wherever ``text`` is not NULL.
 FOLD = (
-    'CASE WHEN octet_length({0}) = length({0}) THEN lower(({0}) COLLATE "C") '
-    'ELSE lower(({0}) COLLATE segments_fold) COLLATE "C" END'
+    'CASE WHEN octet_length({ascii}) = length({ascii}) THEN lower(({text}) COLLATE "C") '
+    'ELSE lower(({text}) COLLATE segments_fold) COLLATE "C" END'
 )
 _SCALAR = "('string', 'number', 'boolean')"
 
@@ -34,7 +36,7 @@ for _pattern in (_NUMERIC_PATTERN, DATETIME_PATTERN):
 
 def fold(expr: str) -> str:
     """``expr`` (text) case-folded the way coerce.fold does."""
-    return f"({FOLD.format(expr)})"
+    return f"({FOLD.format(ascii=expr, text=expr)})"
 
 
 def fold_stored_text(v: str, raw: str) -> str:
@@ -43,11 +45,7 @@ def fold_stored_text(v: str, raw: str) -> str:
     evaluating ``as_text(v)`` twice more: equal whenever ``as_text(v)`` is not NULL, and
     when it is NULL either branch folds NULL. PostgreSQL does not share common expressions,
     so this halves what a case-insensitive string leaf costs per row."""
-    text = as_text(v)
-    return (
-        f'(CASE WHEN octet_length({raw}) = length({raw}) THEN lower(({text}) COLLATE "C") '
-        f'ELSE lower(({text}) COLLATE segments_fold) COLLATE "C" END)'
-    )
+    return f"({FOLD.format(ascii=raw, text=as_text(v))})"
 
 
 def as_text(v: str) -> str:
