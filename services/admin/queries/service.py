@@ -53,7 +53,7 @@ def _where(
 ) -> tuple[str, list[Any]]:
     try:
         # $1 is always the environment's id: relation leaves under OR / NOT become
-        # uncorrelated sub-queries of it, which PostgreSQL may scan in parallel
+        # uncorrelated sub-queries of it, which the planner costs as what runs
         return compile_sql(cond, alias="u", first_param=first_param, segments=segments, env_param=1)
     except ConditionError as exc:
         raise ApiError(422, f"{field}: {exc}", field) from exc
