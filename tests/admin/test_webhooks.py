@@ -139,9 +139,11 @@ async def test_delivery_log_pages_newest_first(
             "/v1/segments/beta/members", json={"userIds": [u]}, headers=secret(env)
         )
         assert resp.status_code == 200
+    # a successful delivery, written as the worker's would be (last_error cleared): the
+    # session's end-to-end worker scans this database and may have failed an attempt already
     await db.execute(
         """UPDATE webhook_deliveries SET status = 'delivered', attempts = 1, last_status = 200,
-                  delivered_at = now()
+                  last_error = NULL, delivered_at = now()
            WHERE webhook_id = $1 AND payload ->> 'userId' = 'u0'""",
         int(hook["id"]),
     )
