@@ -21,7 +21,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from services.worker.drain import DrainStats, drain_round
-from shared.db import create_pool
+from shared.db import Conn, create_pool
 from shared.environments import ensure_environment
 from shared.membership import SegmentCatalog
 from shared.membership_cache import MembershipCache
@@ -71,6 +71,18 @@ def messages(count: int, users: int, churn: float, tag: str = "") -> list[bytes]
     return out
 
 
+async def create_segments(db: asyncpg.Pool | Conn, env_id: int, count: int) -> None:
+    """``count`` dynamic segments ``s0``... (see :func:`segment_conditions`)."""
+    for i in range(count):
+        await db.execute(
+            """INSERT INTO segments (env_id, key, name, kind, conditions)
+               VALUES ($1, $2, $2, 'dynamic', $3)""",
+            env_id,
+            f"s{i}",
+            segment_conditions(i),
+        )
+
+
 async def fill(pool: asyncpg.Pool, env_id: int, bodies: list[bytes]) -> None:
     await pool.execute(
         "INSERT INTO inbox (env_id, body) SELECT $1, b FROM unnest($2::bytea[]) AS b",
@@ -116,14 +128,7 @@ async def main() -> None:
         async with pool.acquire() as conn:
             await migrate(conn)
             env = await ensure_environment(conn, "bench")
-            for i in range(args.segments):
-                await conn.execute(
-                    """INSERT INTO segments (env_id, key, name, kind, conditions)
-                       VALUES ($1, $2, $2, 'dynamic', $3)""",
-                    env.id,
-                    f"s{i}",
-                    segment_conditions(i),
-                )
+            await create_segments(conn, env.id, args.segments)
         bodies = messages(args.messages, args.users, args.churn)
         cache = MembershipCache(redis, prefix)
 

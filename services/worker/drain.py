@@ -18,6 +18,7 @@ import asyncpg
 import msgspec
 
 from services.worker.apply import BatchResult, apply_messages
+from services.worker.outage import postgres_gone
 from shared.db import Conn
 from shared.membership import SegmentCatalog
 from shared.membership_cache import MembershipCache
@@ -35,6 +36,8 @@ class DrainStats:
     messages: int = 0
     duplicates: int = 0
     dead: int = 0
+    #: applications of a batch or part of one (savepoints): one per clean round
+    attempts: int = 0
 
 
 async def _claim(conn: Conn, limit: int) -> list[asyncpg.Record]:
@@ -115,35 +118,24 @@ async def drain_round(
 ) -> int:
     """Claim and apply one batch; returns how many inbox rows it consumed (0: inbox empty)."""
     for attempt in range(10):
+        results: list[tuple[int, BatchResult]] = []
         try:
             async with pool.acquire() as conn, conn.transaction():
                 rows = await _claim(conn, batch)
                 if not rows:
                     return 0
-                try:
-                    async with conn.transaction():  # savepoint: a bad batch is isolated below
-                        results = await _apply_rows(conn, rows, catalog, stats)
-                except _RETRYABLE:
-                    raise
-                except Exception as exc:
-                    if len(rows) == 1:
-                        log.exception("burying inbox row %s", rows[0]["id"])
-                        await _bury(conn, rows[0], repr(exc))
-                        stats.dead += 1
-                        return 1
-                    # Release the claim and apply this batch one row at a time to isolate it.
-                    raise _Split(len(rows)) from exc
+                failure = await _try_apply(conn, rows, catalog, stats, results)
+                if failure is not None:
+                    log.warning(
+                        "a batch of %d inbox rows failed (%s): bisecting", len(rows), failure
+                    )
+                    await _isolate(conn, rows, failure, catalog, stats, results, tried=True)
             break
-        except _Split as split:
-            for _ in range(split.size):
-                if await drain_round(pool, cache, catalog, 1, stats) == 0:
-                    break
-            return split.size
         except _RETRYABLE:
             log.info("worker conflict, retrying the batch (attempt %d)", attempt + 1)
     else:
         return 0
-    for env_id, result in results.items():
+    for env_id, result in results:
         try:
             await cache.write_many(env_id, result.redis_sets)
         except Exception:  # Redis is a cache: a miss is refilled from PostgreSQL
@@ -154,14 +146,72 @@ async def drain_round(
     return len(rows)
 
 
+async def _try_apply(
+    conn: Conn,
+    rows: list[asyncpg.Record],
+    catalog: SegmentCatalog,
+    stats: DrainStats,
+    results: list[tuple[int, BatchResult]],
+) -> str | None:
+    """Apply ``rows`` in a savepoint; None when they applied, else the error they raised (and
+    the savepoint is rolled back). Conflicts and a lost connection are raised: they are not
+    the rows' fault, and the whole round is retried later."""
+    dead = stats.dead
+    stats.attempts += 1
+    try:
+        async with conn.transaction():
+            applied = await _apply_rows(conn, rows, catalog, stats)
+    except _RETRYABLE:
+        stats.dead = dead
+        raise
+    except Exception as exc:
+        stats.dead = dead
+        if postgres_gone(exc):
+            raise  # rows buried inside the rolled-back savepoint are not buried
+        log.debug("%d inbox rows failed together: %r", len(rows), exc)
+        return repr(exc)
+    results.extend(applied.items())
+    return None
+
+
+async def _isolate(
+    conn: Conn,
+    rows: list[asyncpg.Record],
+    failure: str,
+    catalog: SegmentCatalog,
+    stats: DrainStats,
+    results: list[tuple[int, BatchResult]],
+    *,
+    tried: bool,
+) -> None:
+    """Apply every row of ``rows`` that can be applied and bury the others, by bisection:
+    ``rows`` failed together (``tried``) or are presumed to (their sibling half applied).
+    The left half is tried; when it applies, the failure is presumed in the right half,
+    which is split at once without being tried whole. A batch with one bad row thus costs
+    one failed try of each size n, n/2, n/4, ... at most (usually half of them): about
+    log2(n) savepoints, never a round per row. A presumed-bad single row is still tried,
+    so rows that only fail together with rows of the other half are applied, not buried."""
+    if len(rows) == 1:
+        error = failure if tried else await _try_apply(conn, rows, catalog, stats, results)
+        if error is not None:
+            log.error("burying inbox row %s: %s", rows[0]["id"], error)
+            await _bury(conn, rows[0], error)
+            stats.dead += 1
+        return
+    half = len(rows) // 2
+    left, right = rows[:half], rows[half:]
+    left_failure = await _try_apply(conn, left, catalog, stats, results)
+    if left_failure is None:
+        await _isolate(conn, right, failure, catalog, stats, results, tried=False)
+        return
+    await _isolate(conn, left, left_failure, catalog, stats, results, tried=True)
+    right_failure = await _try_apply(conn, right, catalog, stats, results)
+    if right_failure is not None:
+        await _isolate(conn, right, right_failure, catalog, stats, results, tried=True)
+
+
 async def _forget(cache: MembershipCache, env_id: int, keys: list[str]) -> None:
     try:
         await cache.forget(env_id, keys)
     except Exception:
         log.exception("could not drop stale membership sets from Redis")
-
-
-class _Split(Exception):
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
-        self.size = size
