@@ -1,0 +1,127 @@
+"""Riding out PostgreSQL and Redis outages in the worker: which errors mean "the server is
+gone" (not "this data is bad"), a capped exponential backoff, and a gate that lets work through
+again once the backoff has passed, logging one line when a server goes away and one when it
+comes back (not a traceback per cron tick).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import asyncpg
+import asyncpg.exceptions._base as asyncpg_base
+from arq.worker import Retry
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger("segments.worker")
+
+T = TypeVar("T")
+
+#: Errors of a PostgreSQL that is unreachable, restarting or shutting down.
+_POSTGRES_GONE = (
+    OSError,  # refused, reset, timed out (TimeoutError is an OSError)
+    asyncpg.PostgresConnectionError,  # class 08, "connection does not exist" included
+    asyncpg.CannotConnectNowError,  # 57P03: starting up or shutting down
+    asyncpg.AdminShutdownError,  # 57P01: terminated by a fast shutdown
+    asyncpg.CrashShutdownError,  # 57P02
+    asyncpg.InterfaceError,  # "connection is closed", "pool is closing"
+)
+
+#: Errors of a Redis that is unreachable or restarting (BusyLoadingError is a ConnectionError).
+REDIS_GONE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def postgres_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` says PostgreSQL is unreachable rather than that a statement failed.
+    (asyncpg's DataError, a bad query argument, is an InterfaceError but the data's fault.)"""
+    return isinstance(exc, _POSTGRES_GONE) and not isinstance(exc, asyncpg_base.DataError)
+
+
+class Backoff:
+    """Capped exponential delays with jitter: ``first``, 2x, 4x, ... up to ``cap`` seconds."""
+
+    def __init__(self, first: float = 0.25, cap: float = 5.0) -> None:
+        self.first = first
+        self.cap = cap
+        self.failures = 0
+
+    def next(self) -> float:
+        """The delay before the next attempt (grows with each call until :meth:`reset`)."""
+        delay: float = min(self.cap, self.first * 2.0**self.failures)
+        self.failures = min(self.failures + 1, 30)
+        jitter: float = random.uniform(0.8, 1.0)
+        return delay * jitter
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Dependency:
+    """A server the worker needs. After a failure, work that needs it waits out the backoff
+    (``available()`` is False meanwhile); the first success after failures logs the outage's
+    length. The cap bounds how long after the server's return the worker notices."""
+
+    def __init__(self, name: str, backoff: Backoff | None = None) -> None:
+        self.name = name
+        self.backoff = backoff or Backoff()
+        self.down_since: float | None = None
+        self.retry_at = 0.0
+        #: outages seen (for tests and logs)
+        self.outages = 0
+
+    def available(self) -> bool:
+        return time.monotonic() >= self.retry_at
+
+    def failed(self, exc: BaseException) -> float:
+        """Record a failure; returns the delay before the next attempt."""
+        now = time.monotonic()
+        delay = self.backoff.next()
+        self.retry_at = now + delay
+        if self.down_since is None:
+            self.down_since = now
+            self.outages += 1
+            log.warning("%s unavailable (%r): retrying with backoff", self.name, exc)
+        return delay
+
+    def succeeded(self) -> None:
+        if self.down_since is not None:
+            log.warning("%s is back after %.1fs", self.name, time.monotonic() - self.down_since)
+            self.down_since = None
+        self.retry_at = 0.0
+        self.backoff.reset()
+
+
+def needs_postgres(
+    job: Callable[..., Coroutine[Any, Any, T]], *, retry: bool = False
+) -> Callable[..., Coroutine[Any, Any, T | None]]:
+    """Wrap an arq job or cron: while PostgreSQL is down (``ctx["postgres"]`` gate) it does not
+    try, and a lost connection ends it with one log line instead of a failed job's traceback.
+    It then returns None (crons and the sweep redo the work once PostgreSQL is back) or, with
+    ``retry``, asks arq to run the job again after the backoff (within its ``max_tries``)."""
+
+    @functools.wraps(job)
+    async def guarded(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> T | None:
+        postgres: Dependency = ctx["postgres"]
+        if not postgres.available():
+            if retry:
+                raise Retry(defer=max(0.1, postgres.retry_at - time.monotonic()))
+            return None
+        try:
+            result = await job(ctx, *args, **kwargs)
+        except Exception as exc:
+            if not postgres_gone(exc):
+                raise
+            delay = postgres.failed(exc)
+            if retry:
+                raise Retry(defer=delay) from exc
+            return None
+        postgres.succeeded()
+        return result
+
+    return guarded
