@@ -24,6 +24,9 @@ from shared.environments import Environment, authenticate
 
 log = logging.getLogger(__name__)
 
+#: Seconds /health waits for PostgreSQL or Redis before calling it down.
+HEALTH_TIMEOUT = 2.0
+
 
 class ErrorBody(msgspec.Struct, omit_defaults=False):
     error: str
@@ -159,17 +162,29 @@ def browser_cors() -> CORSConfig:
     )
 
 
+class DegradedHealth(msgspec.Struct):
+    status: str
+    redis: str
+
+
 async def health_response(
-    pool: asyncpg.Pool, redis_ping: Callable[[], Awaitable[object]]
+    pool: asyncpg.Pool,
+    redis_ping: Callable[[], Awaitable[object]],
+    *,
+    redis_optional: bool = False,
 ) -> Response[bytes]:
-    """/health: 200 when PostgreSQL and Redis both answer, else 503 naming the one that
-    did not."""
+    """/health: 200 ``{"status": "ok"}`` when PostgreSQL and Redis both answer, else 503
+    naming the one that did not; with ``redis_optional`` (a service that answers without
+    Redis), a silent Redis is 200 ``{"status": "degraded", "redis": "<error>"}``."""
     try:
-        await pool.fetchval("SELECT 1")
+        await asyncio.wait_for(pool.fetchval("SELECT 1"), HEALTH_TIMEOUT)
     except Exception as exc:
-        return error_response(503, f"postgresql: {exc}", "postgresql")
+        return error_response(503, f"postgresql: {exc!r}", "postgresql")
     try:
-        await redis_ping()
+        await asyncio.wait_for(redis_ping(), HEALTH_TIMEOUT)
     except Exception as exc:
-        return error_response(503, f"redis: {exc}", "redis")
+        if redis_optional:
+            body = _encoder.encode(DegradedHealth("degraded", repr(exc)))
+            return Response(body, media_type="application/json")
+        return error_response(503, f"redis: {exc!r}", "redis")
     return Response(b'{"status":"ok"}', media_type="application/json")

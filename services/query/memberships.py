@@ -2,12 +2,14 @@
 
 A miss (no set, or a set without its version marker) is answered from PostgreSQL and the set is
 refilled through :class:`MembershipCache`, whose versioned write never replaces a newer set.
-When Redis is unreachable the answer still comes from PostgreSQL: Redis is only a cache.
+When Redis is unreachable the answer still comes from PostgreSQL (Redis is only a cache), and
+for a second after each failure Redis is not even tried, so an outage costs no timeouts.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import asyncpg
@@ -17,6 +19,9 @@ from services.query.redis_reader import PipelinedReader
 from shared.membership_cache import MembershipCache, load_user_memberships, parse_members
 
 log = logging.getLogger(__name__)
+
+#: After a Redis error, reads skip Redis for this long (then try it again).
+REDIS_RETRY_SECONDS = 1.0
 
 
 class Memberships:
@@ -29,6 +34,16 @@ class Memberships:
         self.pool = pool
         #: The hot read goes through the pipelined connection when there is one.
         self.smembers = reader.smembers if reader is not None else self._smembers
+        self._redis_retry_at = 0.0
+        self._redis_down = False
+
+    def _redis_failed(self, exc: RedisError) -> None:
+        """Answer from PostgreSQL alone for REDIS_RETRY_SECONDS: while Redis is down every
+        request would otherwise pay a failed connection (or the reader's timeout) first."""
+        self._redis_retry_at = time.monotonic() + REDIS_RETRY_SECONDS
+        if not self._redis_down:
+            self._redis_down = True
+            log.warning("redis unavailable, answering from PostgreSQL: %r", exc)
 
     async def _smembers(self, key: str) -> Any:
         return await self.cache.redis.smembers(key)  # type: ignore[misc]
@@ -39,11 +54,16 @@ class Memberships:
         ``known`` is False for a user the system has never seen (version 0, no segments): such
         a user is a member of nothing, not even "All users".
         """
+        if time.monotonic() < self._redis_retry_at:  # Redis is down: don't wait for it
+            return await self._load(env_id, user_id, refill=False)
         try:
             raw = await self.smembers(self.cache.key(env_id, user_id))
         except RedisError as exc:
-            log.warning("redis read failed, answering from PostgreSQL: %s", exc)
+            self._redis_failed(exc)
             return await self._load(env_id, user_id, refill=False)
+        if self._redis_down:
+            self._redis_down = False
+            log.warning("redis answers again")
         # Same parse as MembershipCache.get, but we also need the version (known user or not).
         version, segments = parse_members(m.decode() if isinstance(m, bytes) else m for m in raw)
         if version is None:
@@ -57,5 +77,5 @@ class Memberships:
             try:
                 await self.cache.write(env_id, user_id, version, segments)
             except RedisError as exc:
-                log.warning("redis refill failed: %s", exc)
+                self._redis_failed(exc)
         return version > 0 or bool(segments), segments

@@ -8,10 +8,7 @@ import asyncpg
 import msgspec
 from litestar.testing import AsyncTestClient
 
-from services.embedded import free_port
-from services.query.app import create_app
 from shared.environments import EnvironmentKeys
-from shared.settings import Settings
 from tests.query.conftest import add_segment, add_user, bearer
 
 Client = AsyncTestClient[Any]
@@ -57,17 +54,3 @@ async def test_check_rejects_bad_bodies(query: Client, env: EnvironmentKeys) -> 
         assert resp.status_code in (400, 422), body
         assert resp.json()["field"] == field, resp.json()
         assert field in resp.json()["error"]
-
-
-async def test_redis_down_answers_from_postgres(
-    settings: Settings, db: asyncpg.Pool, env: EnvironmentKeys
-) -> None:
-    beta = await add_segment(db, env, "beta")
-    await add_user(db, env, "u1", segments=(beta,))
-    dead = msgspec.structs.replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    async with AsyncTestClient(app=create_app(dead)) as query:
-        h = bearer(env.writeKey)
-        assert (await query.get("/v1/users/u1/segments/beta", headers=h)).json() == {"member": True}
-        resp = await query.get("/health")
-        assert resp.status_code == 503
-        assert resp.json()["field"] == "redis"
