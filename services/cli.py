@@ -143,10 +143,14 @@ def main(argv: list[str] | None = None) -> None:
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
     elif args.command == "setup":
         _require_urls(settings)
-        from services.devrun import prepare
+        from services.devrun import prepare, secret_key_line
 
-        keys = prepare(settings)
-        print(f"environment {keys.name!r}: write key {keys.writeKey}, secret key {keys.secretKey}")
+        prepared = prepare(settings)
+        secret = secret_key_line(prepared, settings, terminal=sys.stdout.isatty())
+        print(
+            f"environment {prepared.keys.name!r}: write key {prepared.keys.writeKey}, "
+            f"secret key {secret}"
+        )
     elif args.command == "create-env":
         dsn, _ = _require_urls(settings)
         print(asyncio.run(_create_env(dsn, args.name, args.write_key, args.secret_key)).decode())
