@@ -311,10 +311,19 @@ def build_worker(settings: Settings) -> Worker:
     )
 
 
+def configure_logging() -> None:
+    """INFO from our loggers; arq and the HTTP client at WARNING: arq logs a line per job
+    (noise at our rates) and httpx logs each request's full URL at INFO, and a webhook URL
+    may carry credentials (``https://user:token@host/...``, ``?token=``). Our own delivery
+    lines name the scheme and host only."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("arq", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def run_worker(settings: Settings) -> None:
     """Run the worker in the foreground until SIGINT/SIGTERM."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("arq").setLevel(logging.WARNING)  # one line per job is noise here
+    configure_logging()
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # arq takes the policy's loop
     build_worker(settings).run()
 

@@ -208,6 +208,20 @@ def webhook_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: what logs may say of a webhook URL, whose user
+    info, path or query string may hold credentials."""
+    try:
+        parts = httpx.URL(url)
+        if not parts.scheme or not parts.host:
+            return "<invalid url>"
+        host = f"[{parts.host}]" if ":" in parts.host else parts.host
+        port = f":{parts.port}" if parts.port is not None else ""
+        return f"{parts.scheme}://{host}{port}"
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "<invalid url>"
+
+
 class _Outcome(msgspec.Struct):
     env_id: int
     id: int
@@ -272,6 +286,14 @@ async def _send_webhook(
                 out.append(_Outcome(row["env_id"], row["id"], True, status=status))
             else:
                 wait = backoff(row["attempts"] + 1)
+                error = error.replace(row["url"], origin(row["url"]))
+                log.info(
+                    "webhook delivery %s to %s failed (attempt %d): %s",
+                    row["id"],
+                    origin(row["url"]),
+                    row["attempts"] + 1,
+                    error,
+                )
                 out.append(_Outcome(row["env_id"], row["id"], False, status, error, wait))
                 postponed = wait
     return out
