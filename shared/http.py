@@ -1,7 +1,21 @@
-"""What the three HTTP services share: the error shape, key extraction and the environment cache.
+"""What the three HTTP services share: the error shape, body decoding, key extraction and
+the environment cache.
 
-Every error answer is ``{"error": "<message naming the field>", "field": "<field or null>"}``
-with a 4xx status for the caller's mistakes.
+Every error answer is ``{"error": "<message naming the field>", "field": "<field>"}``, the
+same for the same mistake in every service:
+
+- 400: the request itself is unusable: a body that is not JSON (``field`` ``"body"``), a
+  query parameter or path segment of the wrong form (``field`` names the parameter), a limit
+  of the Segment API (batch size);
+- 422: JSON of the wrong shape or a value breaking a rule (wrong type, missing field, NUL
+  character, number out of range, nesting too deep: :mod:`shared.json_guard`), ``field``
+  naming it;
+- 401 / 403 keys, 404 unknown things, 413 too large, 429 too many requests.
+
+Any other exception is logged with a request id (also sent as ``X-Request-Id``) and answered
+500 in the same shape; the few that bad input can still provoke deep down (recursion, integer
+overflow, a value PostgreSQL refuses) are answered 422 and logged too, as they point at a
+missing check.
 """
 
 from __future__ import annotations
@@ -10,17 +24,32 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.config.cors import CORSConfig
-from litestar.exceptions import HTTPException
+from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Receive,
+    Scope,
+    Send,
+)
 
 from shared.environments import Environment, authenticate
+from shared.json_guard import MAX_DEPTH, json_problem
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +89,155 @@ def _api_error_handler(_: Request[Any, Any, Any], exc: ApiError) -> Response[byt
 
 def _http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     message = exc.detail if isinstance(exc.detail, str) else str(exc)
-    return error_response(exc.status_code, message)
+    field: str | None = None
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        # litestar's parameter parsing (``?limit=abc``): name the parameter
+        first = exc.extra[0]
+        if isinstance(first, dict) and first.get("key"):
+            field = str(first["key"])
+            message = f"{field}: {first.get('message') or 'invalid value'}"
+    elif exc.status_code == 404:
+        field = "path"
+    elif exc.status_code == 405:
+        field = "method"
+    elif exc.status_code == 413:
+        field = "body"
+    return error_response(exc.status_code, message, field)
+
+
+#: Exceptions that only bad input provokes deep in a handler: a check is missing upstream.
+_INPUT_FAILURES: tuple[tuple[type[BaseException], str], ...] = (
+    (RecursionError, "body: nested too deeply"),
+    (OverflowError, "a number is out of range"),
+    # PostgreSQL's data exceptions (class 22): NUL in text, numeric or date out of range, ...
+    (asyncpg.DataError, "a value cannot be stored"),
+)
+
+
+def _unhandled_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Every exception nothing else handled: logged with a request id, never a bare 500."""
+    request_id = uuid.uuid4().hex[:16]
+    where = f"{request.method} {request.url.path}"
+    for kind, message in _INPUT_FAILURES:
+        if isinstance(exc, kind):
+            log.warning(
+                "request %s: bad input reached %s: %r", request_id, where, exc, exc_info=exc
+            )
+            response = error_response(422, f"{message} (request id {request_id})", "body")
+            break
+    else:
+        log.error("request %s: unhandled error in %s", request_id, where, exc_info=exc)
+        response = error_response(
+            500, f"internal error; quote request id {request_id} to the operator", None
+        )
+    response.headers["X-Request-Id"] = request_id
+    return response
 
 
 #: Pass as ``Litestar(exception_handlers=EXCEPTION_HANDLERS)``.
 EXCEPTION_HANDLERS: Mapping[Any, Any] = {
     ApiError: _api_error_handler,
     HTTPException: _http_exception_handler,
+    Exception: _unhandled_handler,
 }
+
+
+def refuse_nul(app: ASGIApp) -> ASGIApp:
+    """ASGI middleware: a NUL character (``%00``) in the path or query string is a 400 naming
+    the path parameter or query parameter, before any handler passes it to PostgreSQL.
+    Pass as ``Litestar(middleware=[refuse_nul])``."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            field: str | None = None
+            query = scope.get("query_string", b"")
+            if b"%00" in query or b"\x00" in query:
+                for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+                    if "\x00" in name or "\x00" in value:
+                        field = name.replace("\x00", "\\u0000")
+                        break
+                else:
+                    field = "query"
+            elif "\x00" in scope["path"]:
+                params = scope.get("path_params") or {}
+                names = [k for k, v in params.items() if isinstance(v, str) and "\x00" in v]
+                # the API's camelCase name of the path parameter (user_id -> userId)
+                field = re.sub(r"_(\w)", lambda m: m[1].upper(), names[0]) if names else "path"
+            if field is not None:
+                body = _encoder.encode(
+                    ErrorBody(f"{field}: the NUL character (%00) is not allowed", field)
+                )
+                start: HTTPResponseStartEvent = {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+                end: HTTPResponseBodyEvent = {
+                    "type": "http.response.body",
+                    "body": body,
+                    "more_body": False,
+                }
+                await send(start)
+                await send(end)
+                return
+        await app(scope, receive, send)
+
+    return middleware
+
+
+_AT = re.compile(r"^(?P<msg>.*) - at `\$\.?(?P<field>[^`]*)`$", re.DOTALL)
+_MISSING = re.compile(
+    r"^Object missing required field `(?P<field>[^`]+)`(?: - at `\$\.?(?P<at>[^`]*)`)?$"
+)
+_UNKNOWN = re.compile(
+    r"^Object contains unknown field `(?P<field>[^`]+)`(?: - at `\$\.?(?P<at>[^`]*)`)?$"
+)
+
+
+def validation_field(exc: msgspec.ValidationError, prefix: str = "") -> tuple[str, str]:
+    """(field path, message naming it) of a msgspec validation error; the field is
+    ``prefix`` (or ``"body"``) when the error points at the whole document."""
+
+    def join(*parts: str | None) -> str:
+        return ".".join(p for p in (prefix, *parts) if p) or "body"
+
+    text = str(exc)
+    if m := _MISSING.match(text):
+        field = join(m["at"], m["field"])
+        return field, f"{field}: required"
+    if m := _UNKNOWN.match(text):
+        field = join(m["at"], m["field"])
+        return field, f"{field}: unknown field"
+    if m := _AT.match(text):
+        field = join(m["field"])
+        return field, f"{field}: {m['msg']}"
+    field = join()
+    return field, f"{field}: {text}"
+
+
+def decode_json(decoder: msgspec.json.Decoder[T], raw: bytes | str, field: str = "") -> T:
+    """``raw`` decoded by ``decoder``, or an :class:`ApiError`: 400 when it is empty or not
+    JSON, 422 naming the field when it has the wrong shape or breaks a rule of
+    :mod:`shared.json_guard`. ``field`` names where ``raw`` came from (a query parameter),
+    the body when empty."""
+    where = field or "body"
+    if not raw.strip():
+        raise ApiError(400, f"{where}: empty; send a JSON object", where)
+    try:
+        value = decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        path, message = validation_field(exc, field)
+        raise ApiError(422, message, path) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, f"{where}: not valid JSON ({exc})", where) from None
+    except RecursionError:
+        raise ApiError(422, f"{where}: nested deeper than {MAX_DEPTH} levels", where) from None
+    if (problem := json_problem(raw, field)) is not None:
+        raise ApiError(422, f"{problem[0]}: {problem[1]}", problem[0])
+    return value  # type: ignore[return-value]
 
 
 def key_from_headers(headers: Mapping[str, str]) -> str | None:

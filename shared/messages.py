@@ -32,6 +32,9 @@ MAX_ID_LENGTH = 255
 MAX_ATTRIBUTE_NAME = 255
 MAX_ATTRIBUTES = 1000
 MAX_SEGMENT_OPS = 100
+#: Earliest timestamp a message may carry after clock-skew correction (0001-01-01, the
+#: earliest that both Python and PostgreSQL represent); later than the receive time is clamped.
+MIN_TIMESTAMP_MS = -62_135_596_800_000
 
 # Ids that broken clients send when they have none; never made into a shared user.
 _NO_ID = frozenset(
@@ -128,6 +131,16 @@ def epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def id_text(value: str | int | float) -> str:
+    """An id as text: numbers as ingest stores them (``42``, ``42.0`` -> ``"42"``), so that
+    every service finds the same user by a numeric id."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
 def normalise_id(field: str, value: Any) -> str | None:
     """An id as a string of 1-255 characters, or None when absent (JSON null).
 
@@ -137,16 +150,11 @@ def normalise_id(field: str, value: Any) -> str | None:
         return None
     if isinstance(value, bool):
         raise MessageError(field, "must be a string or a number, not a boolean")
-    if isinstance(value, int):
-        text = str(value)
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise MessageError(field, "must be a finite number")
-        text = str(int(value)) if value.is_integer() else repr(value)
-    elif isinstance(value, str):
-        text = value
-    else:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise MessageError(field, "must be a finite number")
+    if not isinstance(value, str | int | float):
         raise MessageError(field, "must be a string or a number")
+    text = id_text(value)
     if not text.strip() or text.strip().lower() in _NO_ID:
         raise MessageError(field, f"{text!r} is not a usable id")
     if len(text) > MAX_ID_LENGTH:
@@ -300,6 +308,14 @@ def normalise(wire: WireMessage, received_at: datetime, type_: str | None = None
         timestamp = received_ms - (epoch_ms(wire.sentAt) - epoch_ms(wire.timestamp))
     else:
         timestamp = epoch_ms(wire.timestamp)
+    if timestamp < MIN_TIMESTAMP_MS:
+        raise MessageError(
+            "timestamp",
+            "the timestamp (after clock-skew correction: receivedAt - (sentAt - timestamp)) "
+            "falls before the year 1",
+        )
+    # A message from the future would lock its attributes against every later write.
+    timestamp = min(timestamp, received_ms)
 
     message_id = wire.messageId
     if message_id is None or not message_id.strip():

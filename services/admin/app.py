@@ -24,7 +24,7 @@ from services.admin.tags.controller import TagController
 from services.admin.users.controller import UserController
 from services.admin.webhooks.controller import WebhookController
 from shared.db import create_pool
-from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, health_response
+from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, health_response, refuse_nul
 from shared.membership_cache import MembershipCache
 from shared.redis_keys import queue_name
 from shared.settings import Settings
@@ -91,4 +91,5 @@ def create_app(settings: Settings) -> Litestar:
         dependencies={"admin": Provide(provide_state), "env": Provide(provide_env)},
         lifespan=[lifespan],
         exception_handlers=dict(EXCEPTION_HANDLERS),
+        middleware=[refuse_nul],
     )

@@ -12,7 +12,7 @@ from litestar import Litestar
 from services.ingest.inbox import InboxWriter
 from services.ingest.routes import Ingest, build_routes
 from shared.db import create_pool
-from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, browser_cors
+from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, browser_cors, refuse_nul
 from shared.messages import MAX_REQUEST_BYTES
 from shared.settings import Settings
 
@@ -58,6 +58,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=build_routes(ingest),
         lifespan=[lifespan],
         exception_handlers=dict(EXCEPTION_HANDLERS),
+        middleware=[refuse_nul],
         cors_config=browser_cors(),
         # we enforce (and word) the 500 KB limit ourselves; this is only a backstop
         request_max_body_size=2 * MAX_REQUEST_BYTES,

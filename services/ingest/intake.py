@@ -7,7 +7,6 @@ the rows to the inbox writer.
 
 from __future__ import annotations
 
-import re
 import zlib
 from datetime import datetime
 from typing import Any
@@ -17,7 +16,8 @@ import msgspec
 from services.ingest.identity import IdentityError, needs_identity_token, verify_identity
 from services.ingest.inbox import Row
 from shared.environments import Environment
-from shared.http import ApiError
+from shared.http import ApiError, validation_field
+from shared.json_guard import MAX_DEPTH, json_problem
 from shared.messages import (
     MAX_BATCH_MESSAGES,
     MAX_MESSAGE_BYTES,
@@ -55,7 +55,7 @@ class BatchResult(msgspec.Struct):
 
 
 class BatchFailure(msgspec.Struct):
-    """A batch in which no message was valid (400): the usual error shape plus the details."""
+    """A batch in which no message was valid (422): the usual error shape plus the details."""
 
     error: str
     field: str | None
@@ -63,21 +63,6 @@ class BatchFailure(msgspec.Struct):
 
 
 _envelope_decoder = msgspec.json.Decoder(BatchEnvelope)
-_AT_PATH = re.compile(r"^(.*) - at `\$\.?(.*)`$", re.DOTALL)
-_MISSING = re.compile(r"missing required field `(.*)`")
-
-
-def validation_field(exc: msgspec.ValidationError) -> tuple[str | None, str]:
-    """(field path, message naming it) of a msgspec validation error."""
-    text = str(exc)
-    match = _AT_PATH.match(text)
-    if match:
-        field = match.group(2) or None
-        return field, f"{field}: {match.group(1)}" if field else match.group(1)
-    missing = _MISSING.search(text)
-    if missing:
-        return missing.group(1), f"{missing.group(1)}: required"
-    return None, text
 
 
 def check_request_size(length: int) -> None:
@@ -100,28 +85,46 @@ def gunzip(body: bytes) -> bytes:
     return out
 
 
+def _decode_wire(raw: bytes | msgspec.Raw) -> WireMessage:
+    """One message, or a :class:`MessageError` naming the field: wrong shape, or a value
+    :mod:`shared.json_guard` refuses (NUL, integer beyond 64 bits, nesting too deep)."""
+    try:
+        wire = wire_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        field, message = validation_field(exc)
+        raise MessageError(field, message.removeprefix(f"{field}: ")) from None
+    except RecursionError:
+        raise MessageError("body", f"nested deeper than {MAX_DEPTH} levels") from None
+    if (problem := json_problem(bytes(raw))) is not None:
+        raise MessageError(*problem)
+    return wire
+
+
 def decode_message(body: bytes) -> WireMessage:
-    """One message of a single-message endpoint, or a 400 naming the field."""
+    """One message of a single-message endpoint: 400 when not JSON, 413 too large, 422 naming
+    the field when it breaks a rule."""
     if len(body) > MAX_MESSAGE_BYTES:
         raise ApiError(413, f"message larger than {MAX_MESSAGE_BYTES // 1024} KB", "body")
     try:
-        return wire_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        field, message = validation_field(exc)
-        raise ApiError(400, message if field else f"body: {message}", field or "body") from None
+        return _decode_wire(body)
     except msgspec.DecodeError as exc:
         raise ApiError(400, f"body: malformed JSON ({exc})", "body") from None
+    except MessageError as exc:
+        raise ApiError(422, str(exc), exc.field) from None
 
 
 def decode_envelope(body: bytes) -> BatchEnvelope:
-    """The batch envelope, or a 400 (malformed JSON, no ``batch`` list, too many messages)."""
+    """The batch envelope: 400 when not JSON or over the batch limit, 422 of the wrong
+    shape."""
     try:
         envelope = _envelope_decoder.decode(body)
     except msgspec.ValidationError as exc:
         field, message = validation_field(exc)
-        raise ApiError(400, message if field else f"body: {message}", field or "body") from None
+        raise ApiError(422, message, field) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, f"body: malformed JSON ({exc})", "body") from None
+    except RecursionError:
+        raise ApiError(422, f"body: nested deeper than {MAX_DEPTH} levels", "body") from None
     if len(envelope.batch) > MAX_BATCH_MESSAGES:
         raise ApiError(
             400,
@@ -129,7 +132,7 @@ def decode_envelope(body: bytes) -> BatchEnvelope:
             "batch",
         )
     if not envelope.batch:
-        raise ApiError(400, "batch: holds no message", "batch")
+        raise ApiError(422, "batch: holds no message", "batch")
     return envelope
 
 
@@ -149,13 +152,13 @@ def encode_message(
 def accept_single(
     wire: WireMessage, env: Environment, received_at: datetime, type_: str
 ) -> list[Row]:
-    """The inbox row of a single-message request; 400 (401 for identity) when invalid."""
+    """The inbox row of a single-message request; 422 (401 for identity) when invalid."""
     try:
         body = encode_message(wire, env, received_at, type_)
     except IdentityError as exc:
         raise ApiError(401, str(exc), exc.field) from None
     except MessageError as exc:
-        raise ApiError(400, str(exc), exc.field) from None
+        raise ApiError(422, str(exc), exc.field) from None
     return [(env.id, received_at, body)]
 
 
@@ -172,10 +175,9 @@ def accept_batch(
             )
             continue
         try:
-            wire = wire_decoder.decode(raw)
-        except msgspec.ValidationError as exc:
-            field, message = validation_field(exc)
-            rejected.append(Rejection(index, field, message))
+            wire = _decode_wire(raw)
+        except MessageError as exc:
+            rejected.append(Rejection(index, exc.field, str(exc)))
             continue
         if wire.sentAt is None:
             wire.sentAt = envelope.sentAt
@@ -187,7 +189,7 @@ def accept_batch(
 
 
 def batch_failure(rejected: list[Rejection]) -> BatchFailure:
-    """The 400 body of a batch with no valid message, led by its first problem."""
+    """The 422 body of a batch with no valid message, led by its first problem."""
     first = rejected[0]
     return BatchFailure(
         error=f"no valid message in the batch; batch[{first.index}]: {first.error}",

@@ -162,7 +162,7 @@ def build_routes(ingest: Ingest) -> list[HTTPRouteHandler]:
             env = await _authenticate(ingest.cache, envelope.writeKey)
         rows, rejected = accept_batch(envelope, env, received_at)
         if not rows:
-            return _json(_encoder.encode(batch_failure(rejected)), 400)
+            return _json(_encoder.encode(batch_failure(rejected)), 422)
         await _commit(ingest.writer, rows)
         return _json(_encoder.encode(BatchResult(True, len(rows), rejected)))
 

@@ -24,6 +24,7 @@ from shared.http import (
     EnvironmentCache,
     browser_cors,
     health_response,
+    refuse_nul,
 )
 from shared.membership_cache import MembershipCache
 from shared.settings import Settings
@@ -78,6 +79,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[hello, health, user_segments, user_in_segment, check],
         lifespan=[lifespan],
         exception_handlers=dict(EXCEPTION_HANDLERS),
+        middleware=[refuse_nul],
         cors_config=browser_cors(),
         openapi_config=None,
     )

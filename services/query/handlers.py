@@ -4,6 +4,7 @@ cache hit."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -13,7 +14,8 @@ from litestar.params import FromPath
 from services.query.auth import verify_identity
 from services.query.catalog import EnvSegments, SegmentRef
 from services.query.state import QueryState
-from shared.http import ApiError, key_from_headers
+from shared.http import ApiError, decode_json, key_from_headers
+from shared.messages import id_text
 
 MAX_USER_ID = 255
 MAX_CHECK_SEGMENTS = 1000
@@ -30,7 +32,8 @@ class Membership(msgspec.Struct):
 
 
 class CheckBody(msgspec.Struct, forbid_unknown_fields=False):
-    userId: str
+    #: a number is the user whose id ingest stored as its text (as ingest accepts it)
+    userId: str | int | float
     segments: list[str]
 
 
@@ -51,9 +54,10 @@ def _state(request: Request[Any, Any, Any]) -> QueryState:
     return state
 
 
-def _check_user_id(user_id: str, field: str = "userId") -> None:
+def _check_user_id(user_id: str, status: int = 400) -> None:
+    """400 for the path's userId, 422 (``status``) for a body's."""
     if not user_id or len(user_id) > MAX_USER_ID:
-        raise ApiError(400, f"{field}: must be 1 to {MAX_USER_ID} characters", field)
+        raise ApiError(status, f"userId: must be 1 to {MAX_USER_ID} characters", "userId")
 
 
 def _is_member(segs: EnvSegments, known: bool, ids: set[int], segment_id: int) -> bool:
@@ -103,17 +107,15 @@ async def check(request: Request[Any, Any, Any]) -> Response[bytes]:
     """
     q = _state(request)
     env = await q.envs.require(key_from_headers(request.headers))
-    try:
-        body = _check_decoder.decode(await request.body())
-    except msgspec.ValidationError as exc:
-        raise ApiError(422, f"invalid body: {exc}", _field_of(exc)) from exc
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}") from exc
-    _check_user_id(body.userId)
+    body = decode_json(_check_decoder, await request.body())
+    if isinstance(body.userId, float) and not math.isfinite(body.userId):
+        raise ApiError(422, "userId: must be a finite number", "userId")
+    user_id = id_text(body.userId)
+    _check_user_id(user_id, 422)
     if len(body.segments) > MAX_CHECK_SEGMENTS:
         raise ApiError(422, f"segments: at most {MAX_CHECK_SEGMENTS} per request", "segments")
-    verify_identity(env, request.headers, body.userId)
-    known, ids = await q.memberships.read(env.id, body.userId)
+    verify_identity(env, request.headers, user_id)
+    known, ids = await q.memberships.read(env.id, user_id)
     segs = await q.catalog.covering(env.id, ids)
     results: dict[str, bool] = {}
     unknown: list[str] = []
@@ -127,13 +129,3 @@ async def check(request: Request[Any, Any, Any]) -> Response[bytes]:
         else:
             results[name] = _is_member(segs, known, ids, segment_id)
     return Response(_encoder.encode(CheckResult(results, unknown)), media_type=JSON)
-
-
-def _field_of(exc: msgspec.ValidationError) -> str | None:
-    """The field a msgspec validation message points at (``... - at `$.userId` ``)."""
-    text = str(exc)
-    if "at `$." in text:
-        return text.rsplit("at `$.", 1)[1].rstrip("`")
-    if "missing required field `" in text:
-        return text.split("missing required field `", 1)[1].split("`", 1)[0]
-    return None

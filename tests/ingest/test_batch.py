@@ -53,12 +53,12 @@ async def test_invalid_messages_are_rejected_individually(
     assert kept[1].anonymousId == "7"
 
 
-async def test_batch_with_no_valid_message_is_400_and_writes_nothing(
+async def test_batch_with_no_valid_message_is_422_and_writes_nothing(
     client: AsyncTestClient[Any], ingest_db: asyncpg.Pool, ienv: EnvironmentKeys
 ) -> None:
     batch = [{"type": "track", "userId": "u1"}, {"type": "identify"}]
     resp = await client.post("/v1/batch", json={"batch": batch}, headers=bearer(ienv.writeKey))
-    assert resp.status_code == 400, resp.text
+    assert resp.status_code == 422, resp.text
     body = resp.json()
     assert body["field"] == "batch[0].event"
     assert "event" in body["error"]

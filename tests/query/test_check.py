@@ -44,13 +44,26 @@ async def test_check_rejects_bad_bodies(query: Client, env: EnvironmentKeys) -> 
     assert resp.status_code == 400
     cases = [
         ({"segments": ["a"]}, "userId"),
-        ({"userId": 5, "segments": ["a"]}, "userId"),
+        ({"userId": True, "segments": ["a"]}, "userId"),
+        ({"userId": "a\x00b", "segments": ["a"]}, "userId"),
         ({"userId": "u1", "segments": "a"}, "segments"),
         ({"userId": "", "segments": []}, "userId"),
         ({"userId": "u1", "segments": ["a"] * 1001}, "segments"),
     ]
     for body, field in cases:
         resp = await query.post("/v1/check", content=msgspec.json.encode(body), headers=h)
-        assert resp.status_code in (400, 422), body
+        assert resp.status_code == 422, body
         assert resp.json()["field"] == field, resp.json()
         assert field in resp.json()["error"]
+
+
+async def test_check_takes_a_numeric_user_id_as_ingest_does(
+    query: Client, db: asyncpg.Pool, env: EnvironmentKeys
+) -> None:
+    beta = await add_segment(db, env, "beta")
+    await add_user(db, env, "42", segments=(beta,))
+    for user_id in (42, 42.0, "42"):
+        body = {"userId": user_id, "segments": ["beta"]}
+        resp = await query.post("/v1/check", json=body, headers=bearer(env.writeKey))
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["results"] == {"beta": True}

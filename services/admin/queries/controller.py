@@ -12,9 +12,10 @@ from services.admin.bodies import decode_body
 from services.admin.queries import service
 from services.admin.queries.schemas import Explanation, Preview, UserPage, preview_decoder
 from services.admin.state import Admin, Env
-from shared.http import ApiError
+from shared.http import ApiError, decode_json
 
 MAX_PAGE = 1000
+_any_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 
 
 class QueryController(Controller):
@@ -57,9 +58,6 @@ class QueryController(Controller):
             after = int(cursor)
         condition: Any = None
         if filter is not None:
-            try:
-                condition = msgspec.json.decode(filter)
-            except msgspec.DecodeError as exc:
-                raise ApiError(400, f"filter: not valid JSON: {exc}", "filter") from exc
+            condition = decode_json(_any_decoder, filter, "filter")
         async with admin.pool.acquire() as conn:
             return await service.list_users(conn, env.id, condition, limit, after)
