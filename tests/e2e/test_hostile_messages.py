@@ -3,6 +3,8 @@ attribute by claiming to come from the future (issue 11, items 2 and 5)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 
 from tests.e2e.conftest import Api, eventually
@@ -37,7 +39,7 @@ async def _is(api: Api, user_id: str, plan: str) -> bool:
 async def test_poison_messages_are_refused_at_ingest_never_dead_lettered(
     api: Api, db: asyncpg.Pool
 ) -> None:
-    poison = [
+    poison: list[dict[str, Any]] = [
         {"type": "identify", "userId": "p\u0000"},
         {"type": "identify", "userId": "ok1", "traits": {"a\u0000": 1}},
         {"type": "identify", "userId": "ok1", "traits": {"a": "\u0000"}},
@@ -65,7 +67,7 @@ async def test_poison_messages_are_refused_at_ingest_never_dead_lettered(
     assert [r["index"] for r in body["rejected"]] == list(range(3, 3 + len(poison)))
     assert all(r["field"] for r in body["rejected"])
     for i in range(3):
-        await eventually(lambda i=i: _has(api, f"clean{i}"))
+        await eventually(lambda: _has(api, f"clean{i}"))  # noqa: B023 (awaited at once)
     dead = await db.fetchval("SELECT count(*) FROM dead_letters WHERE env_id = $1", api.env.id)
     assert dead == 0
 
