@@ -5,6 +5,7 @@ segments migrate                  apply database migrations
 segments create-env NAME          create an environment and print its keys (once)
 segments run SERVICE              run one of ingest, query, admin, worker
 segments check SERVICE            exit 0 when that service is healthy (for health checks)
+segments console-user add EMAIL   create a console account (password from stdin or prompted)
 """
 
 from __future__ import annotations
@@ -130,6 +131,20 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("service", choices=SERVICES)
     check = sub.add_parser("check", help="exit 0 when a service is healthy")
     check.add_argument("service", choices=SERVICES)
+    users = sub.add_parser("console-user", help="console accounts").add_subparsers(
+        dest="action", required=True
+    )
+    add_user = users.add_parser(
+        "add", help="create an account or set its password (read from stdin or prompted)"
+    )
+    add_user.add_argument("email")
+    add_user.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an environment it may see (repeatable; default: every environment)",
+    )
     args = parser.parse_args(argv)
 
     settings = load_settings()
@@ -162,6 +177,11 @@ def main(argv: list[str] | None = None) -> None:
         run_service(args.service, settings)
     elif args.command == "check":
         sys.exit(0 if check_service(args.service, settings) else 1)
+    elif args.command == "console-user":
+        from services.admin.console.cli import console_user_add
+
+        dsn, _ = _require_urls(settings)
+        console_user_add(dsn, args.email, args.env)
 
 
 if __name__ == "__main__":

@@ -135,6 +135,15 @@ def run_dev(settings: Settings) -> int:
         settings = msgspec.structs.replace(settings, redis_url=embedded_redis)
     prepared = prepare(settings)
     keys = prepared.keys
+    from services.admin.console.cli import console_line, ensure_dev_account
+
+    console = ensure_dev_account(
+        settings.database_url or "",
+        data_dir,
+        DEV_ENV_NAME,
+        settings.dev_console_email,
+        settings.dev_console_password,
+    )
     if settings.webhook_allow_private is None:  # everything is local here, receivers too
         settings = msgspec.structs.replace(settings, webhook_allow_private=True)
 
@@ -160,6 +169,7 @@ def run_dev(settings: Settings) -> int:
             f"  ingest  http://{host}:{settings.ingest_port}\n"
             f"  query   http://{host}:{settings.query_port}\n"
             f"  admin   http://{host}:{settings.admin_port}\n"
+            f"  console http://{host}:{settings.admin_port}/  {console_line(console, settings)}\n"
             f"  environment {keys.name!r}\n"
             f"    write key   {keys.writeKey}\n"
             f"    secret key  {secret}\n"

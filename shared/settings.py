@@ -30,6 +30,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: SEGMENTS_DEV_WRITE_KEY / SEGMENTS_DEV_SECRET_KEY: keys of the development environment.
     dev_write_key: str | None = None
     dev_secret_key: str | None = None
+    #: SEGMENTS_DEV_CONSOLE_EMAIL / SEGMENTS_DEV_CONSOLE_PASSWORD: the console account the
+    #: development runner creates (default email dev@segments.local; password generated once
+    #: and kept in the data folder).
+    dev_console_email: str | None = None
+    dev_console_password: str | None = None
     #: SEGMENTS_REDIS_PREFIX: prefix of every Redis key we own (lets test runs share a server).
     redis_prefix: str = "seg"
     #: SEGMENTS_DB_POOL_SIZE: connections per process.
@@ -60,6 +65,8 @@ _ENV_NAMES: dict[str, str] = {
     "admin_port": "SEGMENTS_ADMIN_PORT",
     "dev_write_key": "SEGMENTS_DEV_WRITE_KEY",
     "dev_secret_key": "SEGMENTS_DEV_SECRET_KEY",
+    "dev_console_email": "SEGMENTS_DEV_CONSOLE_EMAIL",
+    "dev_console_password": "SEGMENTS_DEV_CONSOLE_PASSWORD",
     "redis_prefix": "SEGMENTS_REDIS_PREFIX",
     "db_pool_size": "SEGMENTS_DB_POOL_SIZE",
     "worker_batch": "SEGMENTS_WORKER_BATCH",

@@ -13,6 +13,8 @@ from arq.connections import ArqRedis
 from litestar import Request
 from litestar.di import NamedDependency
 
+from services.admin.console.sessions import COOKIE as session_cookie
+from services.admin.console.sessions import session_environment
 from shared.environments import Environment
 from shared.http import EnvironmentCache, key_from_headers
 from shared.membership_cache import MembershipCache
@@ -80,9 +82,13 @@ async def provide_state(request: Request[Any, Any, Any]) -> AdminState:
 
 
 async def provide_env(request: Request[Any, Any, Any]) -> Environment:
-    """Dependency: the caller's environment; the secret key only (401 unknown, 403 write key)."""
+    """Dependency: the caller's environment; the secret key only (401 unknown, 403 write key),
+    or a console session's environment (its cookie, and its CSRF token on changes)."""
     state: AdminState = request.app.state.admin
-    return await state.envs.require(key_from_headers(request.headers), secret=True)
+    key = key_from_headers(request.headers)
+    if key is None and session_cookie in request.cookies:
+        return await session_environment(request, state.pool)
+    return await state.envs.require(key, secret=True)
 
 
 #: Handler parameter types for the two dependencies.

@@ -1,0 +1,40 @@
+"""The console's routes, mounted on the admin service at ``/`` (see ``services/admin/app.py``)."""
+
+from __future__ import annotations
+
+from litestar import Router
+from litestar.di import Provide
+from litestar.static_files import create_static_files_router
+
+from services.admin.console import auth_pages, segment_pages
+from services.admin.console.web import (
+    HERE,
+    CsrfRefused,
+    SignInRequired,
+    csrf_refused,
+    provide_console,
+    sign_in_redirect,
+)
+
+
+def console_router() -> Router:
+    """Every console page and its static files (htmx, the style sheet, the ES modules)."""
+    static = create_static_files_router(
+        path="/static", directories=[HERE / "static"], include_in_schema=False
+    )
+    return Router(
+        path="/",
+        route_handlers=[
+            static,
+            auth_pages.home,
+            auth_pages.sign_in_form,
+            auth_pages.sign_in_submit,
+            auth_pages.sign_out,
+            auth_pages.choose_environment,
+            segment_pages.segment_list,
+            segment_pages.segment_table,
+        ],
+        dependencies={"console": Provide(provide_console)},
+        exception_handlers={SignInRequired: sign_in_redirect, CsrfRefused: csrf_refused},
+        include_in_schema=False,
+    )
