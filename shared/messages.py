@@ -117,6 +117,9 @@ class InboxMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     #: track: the event name; page / screen: "Page Viewed" / "Screen Viewed"
     event: str | None = None
     properties: dict[str, Any] = {}
+    #: False for messages made by an import: applying them is not the user being seen, so
+    #: first_seen_at / last_seen_at stay as they are (a new user starts at the timestamp)
+    seen: bool = True
 
 
 inbox_encoder = msgspec.msgpack.Encoder()

@@ -23,6 +23,11 @@ def membership_key(prefix: str, env_id: int, user_id: str) -> str:
     return f"{prefix}:m:{{{env_id}:{user_id}}}"
 
 
+def recompute_job_id(prefix: str, env_id: int, segment_id: int, version: int) -> str:
+    """arq job id of the bulk recompute of one version of a segment (enqueued once)."""
+    return f"{prefix}:recompute:{env_id}:{segment_id}:{version}"
+
+
 def drain_job_id(prefix: str) -> str:
     """arq job id of the inbox drain: one id, so a burst of requests makes one job."""
     return f"{prefix}:drain"

@@ -53,6 +53,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: non-public addresses. Unset means no (the admin API refuses such URLs and the worker
     #: refuses to connect to them: SSRF), except under the development runner, which allows them.
     webhook_allow_private: bool | None = None
+    #: SEGMENTS_IMPORT_MAX_BYTES: largest CSV file an import accepts (a bigger upload is a 413).
+    import_max_bytes: int = 200 * 1000 * 1000
 
 
 _ENV_NAMES: dict[str, str] = {
@@ -75,6 +77,7 @@ _ENV_NAMES: dict[str, str] = {
     "time_recheck_seconds": "SEGMENTS_TIME_RECHECK_SECONDS",
     "cache_seconds": "SEGMENTS_CACHE_SECONDS",
     "webhook_allow_private": "SEGMENTS_WEBHOOK_ALLOW_PRIVATE",
+    "import_max_bytes": "SEGMENTS_IMPORT_MAX_BYTES",
 }
 
 

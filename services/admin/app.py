@@ -17,6 +17,7 @@ from litestar import Litestar, Response, get
 from litestar.di import Provide
 
 from services.admin.attributes.controller import AttributeController
+from services.admin.imports.controller import ImportController
 from services.admin.console.routes import console_router
 from services.admin.queries.controller import QueryController
 from services.admin.segments.controller import SegmentController
@@ -88,6 +89,7 @@ def create_app(settings: Settings) -> Litestar:
             WebhookController,
             QueryController,
             AttributeController,
+            ImportController,
             console_router(),  # the web console at /
         ],
         dependencies={"admin": Provide(provide_state), "env": Provide(provide_env)},

@@ -18,7 +18,7 @@ from services.admin.console.sessions import session_environment
 from shared.environments import Environment
 from shared.http import EnvironmentCache, key_from_headers
 from shared.membership_cache import MembershipCache
-from shared.redis_keys import drain_job_id, queue_name
+from shared.redis_keys import drain_job_id, queue_name, recompute_job_id
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class AdminState:
         segment it refers to or a tag it uses) makes the job id unique: a recompute of the
         same version already running has read the data before this change."""
         prefix = self.settings.redis_prefix
-        job_id = f"{prefix}:recompute:{env_id}:{segment_id}:{version}"
+        job_id = recompute_job_id(prefix, env_id, segment_id, version)
         if nonce is not None:
             job_id += f":{nonce}"
         try:

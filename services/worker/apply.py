@@ -60,7 +60,8 @@ def _apply(state: BatchState, msg: InboxMessage) -> Profile:
             )
             msg = msgspec.structs.replace(msg, previousId=None)
     profile = resolve(state, msg)
-    profile.seen(msg.timestamp)
+    if msg.seen:
+        profile.seen(msg.timestamp)
     if msg.type == "identify":
         for name, warning in apply_changes(
             profile.attributes, profile.attr_ts, msg.attributes, msg.timestamp
@@ -127,9 +128,11 @@ async def apply_messages(
     messages: Sequence[InboxMessage],
     segments: EnvSegments,
     now: datetime,
+    cause: str = "message",
 ) -> BatchResult:
     """Apply ``messages`` (already deduplicated) of one environment and re-evaluate the
-    memberships of every profile they touched. Runs inside the caller's transaction."""
+    memberships of every profile they touched; the changes are logged with ``cause``
+    (``import`` for an import's rows). Runs inside the caller's transaction."""
     ordered = sorted(messages, key=lambda m: m.timestamp)
     state = await load_state(conn, env_id, ordered)
     for msg in ordered:
@@ -162,7 +165,7 @@ async def apply_messages(
         )
         await _evaluate_neighbours(conn, env_id, neighbours, segments, now, old, new)
         profiles += [n for n in neighbours if new[n.pk] != old.get(n.pk)]
-    changes = await write_memberships(conn, env_id, old, new, "message")
+    changes = await write_memberships(conn, env_id, old, new, cause)
 
     # Redis needs a write only where the answer changed: a user whose memberships are the
     # same keeps a correct set (or none, refilled on demand). Merges and new anonymous links

@@ -48,7 +48,7 @@ async def _claim(conn: Conn, limit: int) -> list[asyncpg.Record]:
     )
 
 
-async def _first_new(
+async def first_new(
     conn: Conn, rows: list[tuple[int, int, InboxMessage]]
 ) -> list[tuple[int, int, InboxMessage]]:
     """Record the batch's messageIds; keep each message whose id was not seen before (the
@@ -95,7 +95,7 @@ async def _apply_rows(
         except msgspec.DecodeError as exc:
             await _bury(conn, row, f"undecodable inbox body: {exc}")
             stats.dead += 1
-    fresh = await _first_new(conn, decoded)
+    fresh = await first_new(conn, decoded)
     stats.duplicates += len(decoded) - len(fresh)
     by_env: dict[int, list[InboxMessage]] = defaultdict(list)
     for env_id, _, msg in fresh:

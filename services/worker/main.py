@@ -8,6 +8,7 @@ Crons:
 - ``recheck_time`` (every ``SEGMENTS_TIME_RECHECK_SECONDS``): time-dependent segments.
 - ``deliver_webhooks`` (every second): signed webhook deliveries, retried with backoff.
 - ``prune`` (hourly): forgets processed messageIds older than 8 days.
+- ``run_imports`` (every second): applies CSV imports (services.worker.imports).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 
 from services.worker.drain import DrainStats, drain_round
+from services.worker.imports import RUN_SECONDS, run_imports
 from services.worker.outage import REDIS_GONE, Backoff, Dependency, needs_postgres, postgres_gone
 from services.worker.webhooks import deliver_webhooks
 from shared.db import create_pool
@@ -295,6 +297,12 @@ def build_worker(settings: Settings) -> Worker:
                 timeout=120,
             ),
             cron(needs_postgres(prune), minute=7, second=0),
+            cron(
+                needs_postgres(run_imports),
+                second=_every(1),
+                unique=True,
+                timeout=RUN_SECONDS + 120,
+            ),
         ],
         queue_name=queue_name(settings.redis_prefix),
         redis_settings=redis_settings,

@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 from services.admin.attributes import schemas as attributes
+from services.admin.imports import schemas as imports
 from services.admin.queries import schemas as queries
 from services.admin.segments import changes, manual, schemas
 from services.admin.tags import schemas as tags
@@ -185,6 +186,9 @@ STRUCTS: list[tuple[str, str, type[msgspec.Struct]]] = [
     ("admin", "AttributeTypeChange", attributes.AttributeTypeChange),
     ("admin", "AttributeWarning", attributes.AttributeWarning),
     ("admin", "WarningPage", attributes.WarningPage),
+    ("admin", "Import", imports.Import),
+    ("admin", "ImportList", imports.ImportList),
+    ("admin", "ImportStart", imports.ImportStart),
 ]
 
 

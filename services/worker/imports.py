@@ -1,0 +1,297 @@
+"""Processing CSV imports in the worker: a cron takes a ``processing`` import over with a lease
+in PostgreSQL and applies its file in batches until it ends.
+
+Each batch is one transaction that applies its rows (users and members: as messages through
+:func:`services.worker.apply.apply_messages`, the inbox's own code; segments: through the
+segment service), records the rejected ones, and moves ``rows_done`` and the counts forward,
+renewing the lease. A worker killed mid-batch rolls the batch back; once the lease expires
+(:data:`LEASE_SECONDS`) another cron run takes the import over, skips the ``rows_done`` rows
+already committed and goes on: nothing is lost, nothing applies twice (the messageIds,
+``import:<id>:<row>``, are deduplicated as well). Cancelling sets the status, which the next
+batch sees under the import's row lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from services.worker.apply import apply_messages
+from services.worker.drain import first_new
+from services.worker.import_rows import (
+    classify,
+    plan_rows,
+    resolve_emails,
+    stored_state,
+    to_messages,
+)
+from services.worker.import_segments import apply_segment_rows
+from services.worker.outage import postgres_gone
+from shared.csv_read import CsvError, CsvStream, read_records
+from shared.db import Conn
+from shared.import_files import delete_file, read_chunks
+from shared.import_mapping import ColumnMapping
+from shared.membership import SegmentCatalog
+from shared.membership_cache import MembershipCache
+from shared.messages import epoch_ms
+from shared.redis_keys import queue_name, recompute_job_id
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Seconds an import stays leased to a worker without progress; a killed worker's import is
+#: taken over after this.
+LEASE_SECONDS = 10
+#: A cron run works on imports this long at most, then lets the next run go on.
+RUN_SECONDS = 600
+#: Transient conflicts with other writers: the batch is retried.
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_json = msgspec.json.Encoder()
+
+
+class _Stopped(Exception):
+    """The import was cancelled, or its lease was taken over: stop without a word."""
+
+
+@dataclass
+class _Job:
+    env_id: int
+    id: int
+    kind: str
+    segment: str | None
+    columns: list[str]
+    mapping: dict[str, ColumnMapping]
+    rows_done: int
+    at: int
+    owner: str
+
+
+_CLAIM = """
+UPDATE imports i SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
+WHERE (i.env_id, i.id) = (
+    SELECT env_id, id FROM imports
+    WHERE status = 'processing' AND (lease_until IS NULL OR lease_until < now())
+    ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING env_id, id, kind, segment_key, columns, mapping, rows_done, started_at
+"""
+
+
+async def _claim(pool: asyncpg.Pool, owner: str) -> _Job | None:
+    row = await pool.fetchrow(_CLAIM, owner, float(LEASE_SECONDS))
+    if row is None:
+        return None
+    return _Job(
+        env_id=row["env_id"],
+        id=row["id"],
+        kind=row["kind"],
+        segment=row["segment_key"],
+        columns=row["columns"],
+        mapping=msgspec.convert(row["mapping"], dict[str, ColumnMapping]),
+        rows_done=row["rows_done"],
+        at=epoch_ms(row["started_at"]),
+        owner=owner,
+    )
+
+
+async def _end(pool: asyncpg.Pool, job: _Job, status: str, error: str | None = None) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        ended = await conn.fetchval(
+            """UPDATE imports SET status = $4, error = $5, finished_at = now(),
+                                  lease_owner = NULL, lease_until = NULL
+               WHERE env_id = $1 AND id = $2 AND lease_owner = $3 AND status = 'processing'
+               RETURNING id""",
+            job.env_id,
+            job.id,
+            job.owner,
+            status,
+            error,
+        )
+        if ended is not None:
+            await delete_file(conn, job.env_id, job.id)
+
+
+async def _release(pool: asyncpg.Pool, job: _Job) -> None:
+    """Give the lease up at once, for the next run to resume the import."""
+    await pool.execute(
+        """UPDATE imports SET lease_owner = NULL, lease_until = NULL
+           WHERE env_id = $1 AND id = $2 AND lease_owner = $3""",
+        job.env_id,
+        job.id,
+        job.owner,
+    )
+
+
+@dataclass
+class _Outcome:
+    counts: Counter[str]
+    rejects: list[tuple[int, list[str], str]]
+    redis_sets: dict[str, tuple[int, set[int]]]
+    recompute: list[tuple[int, int]]
+
+
+async def _apply_rows(
+    conn: Conn, job: _Job, catalog: SegmentCatalog, records: list[list[str]], first: int
+) -> _Outcome:
+    """Apply one batch inside the caller's transaction."""
+    if job.kind == "segments":
+        done = await apply_segment_rows(conn, job.env_id, job.columns, job.mapping, records, first)
+        rejects = [(n, records[n - first], error) for n, error in done.rejects]
+        return _Outcome(Counter(done.outcomes), rejects, {}, done.recompute)
+    segments = await catalog.load(conn, job.env_id)
+    plans = plan_rows(
+        job.kind,
+        job.columns,
+        job.mapping,
+        records,
+        first,
+        segments.types,
+        segments.manual,
+        job.segment,
+    )
+    await resolve_emails(conn, job.env_id, job.kind, plans)
+    stored = await stored_state(conn, job.env_id, plans)
+    counts = Counter(classify(plans, stored, segments.manual, job.at))
+    messages = to_messages(job.id, plans, job.at)
+    fresh = await first_new(conn, [(job.env_id, 0, m) for m in messages])
+    result = await apply_messages(
+        conn, job.env_id, [m for _, _, m in fresh], segments, datetime.now(UTC), cause="import"
+    )
+    rejects = [(p.number, p.cells, p.error) for p in plans if p.error is not None]
+    return _Outcome(counts, rejects, result.redis_sets, [])
+
+
+async def _batch(
+    ctx: dict[str, Any], job: _Job, catalog: SegmentCatalog, records: list[list[str]]
+) -> None:
+    """Apply ``records`` (the rows after ``job.rows_done``) and commit the progress with them."""
+    pool: asyncpg.Pool = ctx["pool"]
+    first = job.rows_done + 1
+    for attempt in range(10):
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                done = await conn.fetchval(
+                    """UPDATE imports SET lease_until = now() + make_interval(secs => $4)
+                       WHERE env_id = $1 AND id = $2 AND lease_owner = $3
+                         AND status = 'processing'
+                       RETURNING rows_done""",
+                    job.env_id,
+                    job.id,
+                    job.owner,
+                    float(LEASE_SECONDS),
+                )
+                if done != job.rows_done:
+                    raise _Stopped
+                outcome = await _apply_rows(conn, job, catalog, records, first)
+                if outcome.rejects:
+                    await conn.execute(
+                        """INSERT INTO import_rejects (env_id, import_id, row_number, cells, error)
+                           SELECT $1, $2, n, c::jsonb, e
+                           FROM unnest($3::bigint[], $4::text[], $5::text[]) AS x(n, c, e)""",
+                        job.env_id,
+                        job.id,
+                        [r[0] for r in outcome.rejects],
+                        [_json.encode(r[1]).decode() for r in outcome.rejects],
+                        [r[2] for r in outcome.rejects],
+                    )
+                await conn.execute(
+                    """UPDATE imports SET rows_done = rows_done + $3, created = created + $4,
+                              updated = updated + $5, unchanged = unchanged + $6,
+                              rejected = rejected + $7
+                       WHERE env_id = $1 AND id = $2""",
+                    job.env_id,
+                    job.id,
+                    len(records),
+                    outcome.counts["created"],
+                    outcome.counts["updated"],
+                    outcome.counts["unchanged"],
+                    len(outcome.rejects),
+                )
+            break
+        except _RETRYABLE:
+            log.info("import %s: conflict, retrying the batch (attempt %d)", job.id, attempt + 1)
+    else:
+        raise RuntimeError("the batch kept conflicting with other writers")
+    job.rows_done += len(records)
+    cache: MembershipCache = ctx["cache"]
+    if outcome.redis_sets:
+        try:
+            await cache.write_many(job.env_id, outcome.redis_sets)
+        except Exception:  # Redis is a cache: a miss is refilled from PostgreSQL
+            log.exception("import %s: could not update membership sets in Redis", job.id)
+            await cache.forget(job.env_id, list(outcome.redis_sets))
+    settings: Settings = ctx["settings"]
+    for segment_id, version in outcome.recompute:
+        await ctx["redis"].enqueue_job(
+            "recompute_segment",
+            job.env_id,
+            segment_id,
+            _job_id=recompute_job_id(settings.redis_prefix, job.env_id, segment_id, version),
+            _queue_name=queue_name(settings.redis_prefix),
+        )
+
+
+async def _process(ctx: dict[str, Any], job: _Job, deadline: float) -> bool:
+    """Work on ``job`` until it ends (True) or ``deadline`` passes (False: the lease lapses
+    and a later run resumes it)."""
+    settings: Settings = ctx["settings"]
+    batch_rows = max(1, settings.worker_batch)
+    catalog: SegmentCatalog = ctx.setdefault("import_catalog", SegmentCatalog())
+    skip = job.rows_done
+    pending: list[list[str]] = []
+    chunks = read_chunks(ctx["pool"], job.env_id, job.id)
+    async for records in read_records(CsvStream(), chunks):
+        if skip:
+            taken = min(skip, len(records))
+            records = records[taken:]
+            skip -= taken
+        pending.extend(records)
+        while len(pending) >= batch_rows:
+            await _batch(ctx, job, catalog, pending[:batch_rows])
+            del pending[:batch_rows]
+            if time.monotonic() > deadline:
+                return False
+    if pending:
+        await _batch(ctx, job, catalog, pending)
+    await _end(ctx["pool"], job, "done")
+    log.info("import %s done: %d rows", job.id, job.rows_done)
+    return True
+
+
+async def run_imports(ctx: dict[str, Any]) -> int:
+    """Cron: take over a ``processing`` import nobody holds and apply it; returns how many
+    imports it finished. One import at a time per worker process (more workers, more
+    imports at once), so the inbox drain always has room."""
+    slot: asyncio.Lock = ctx.setdefault("import_slot", asyncio.Lock())
+    if slot.locked():
+        return 0
+    finished = 0
+    deadline = time.monotonic() + RUN_SECONDS
+    async with slot:
+        while time.monotonic() < deadline:
+            job = await _claim(ctx["pool"], f"{uuid.uuid4()}")
+            if job is None:
+                break
+            try:
+                if not await _process(ctx, job, deadline):
+                    await _release(ctx["pool"], job)
+                    break
+                finished += 1
+            except _Stopped:
+                log.info("import %s stopped (cancelled or taken over)", job.id)
+            except CsvError as exc:
+                await _end(ctx["pool"], job, "failed", exc.message)
+            except Exception as exc:
+                if postgres_gone(exc):
+                    raise  # not the import's fault: its lease lapses, a later run resumes it
+                log.exception("import %s failed", job.id)
+                await _end(ctx["pool"], job, "failed", f"internal error: {exc!r}")
+    return finished
