@@ -17,8 +17,8 @@ from litestar import Litestar, Response, get
 from litestar.di import Provide
 
 from services.admin.attributes.controller import AttributeController
-from services.admin.imports.controller import ImportController
 from services.admin.console.routes import console_router
+from services.admin.imports.controller import ImportController
 from services.admin.queries.controller import QueryController
 from services.admin.segments.controller import SegmentController
 from services.admin.state import Admin, AdminState, provide_env, provide_state

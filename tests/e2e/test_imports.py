@@ -241,3 +241,72 @@ async def test_every_import_endpoint_refuses_another_environments_keys(
     resp = await api.admin.post("/v1/imports", content=b"userId\nx\n", headers=write)
     assert resp.status_code == 403
     assert (await api.admin.get(f"/v1/imports/{draft['id']}")).json()["status"] == "draft"
+
+
+async def test_exports_stream_csv_escape_formulas_and_import_back_unchanged(api: Api) -> None:
+    resp = await api.admin.post("/v1/segments", json={"name": "Vip", "kind": "manual"})
+    assert resp.status_code == 201
+    await api.identify(
+        "e1",
+        {"email": "e1@example.com", "plan": "pro", "seats": 3, "ratio": 2.5, "beta": True},
+        segments=["vip"],
+    )
+    await api.identify(
+        "e2",
+        {"email": "e2@example.com", "plan": "=HYPERLINK(1)", "seats": -4, "labels": ["a", "b"]},
+        segments=["vip"],
+    )
+    await api.identify("e3", {"plan": "@risk", "note": "line\nbreak, comma"})
+    await eventually(lambda: api.member("e2", "vip"))
+
+    resp = await api.admin.get("/v1/users", params={"format": "csv"})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(resp.text)))
+    header = rows[0]
+    assert header == ["userId", "beta", "email", "labels", "note", "plan", "ratio", "seats"]
+    by_user = {r[0]: dict(zip(header, r, strict=True)) for r in rows[1:]}
+    assert set(by_user) == {"e1", "e2", "e3"}
+    assert by_user["e2"]["plan"] == "'=HYPERLINK(1)"
+    assert by_user["e3"]["plan"] == "'@risk"
+    assert by_user["e2"]["seats"] == "-4"  # a number, not a formula
+    assert by_user["e1"]["ratio"] == "2.5" and by_user["e1"]["beta"] == "true"
+    assert by_user["e2"]["labels"] == '["a","b"]'
+    assert by_user["e3"]["note"] == "line\nbreak, comma"
+
+    filtered = await api.admin.get(
+        "/v1/users",
+        params={
+            "format": "csv",
+            "filter": '{"attribute": "seats", "op": "gt", "value": 0}',
+            "columns": "email,seats",
+        },
+    )
+    assert list(csv.reader(io.StringIO(filtered.text))) == [
+        ["userId", "email", "seats"],
+        ["e1", "e1@example.com", "3"],
+    ]
+    bad = await api.admin.get("/v1/users", params={"format": "csv", "filter": "{"})
+    assert bad.status_code == 400 and bad.json()["field"] == "filter"
+    bad = await api.admin.get("/v1/users", params={"format": "xml"})
+    assert bad.status_code == 400 and bad.json()["field"] == "format"
+
+    members = await api.admin.get(
+        "/v1/segments/vip/members", params={"format": "csv", "columns": "userId,enteredAt,plan"}
+    )
+    assert members.status_code == 200
+    member_rows = list(csv.reader(io.StringIO(members.text)))
+    assert member_rows[0] == ["userId", "enteredAt", "plan"]
+    assert sorted(r[0] for r in member_rows[1:]) == ["e1", "e2"]
+    assert all(r[1].startswith("20") for r in member_rows[1:])
+
+    # the round trip: both files imported back change nothing
+    users_import = await upload(api, resp.content, kind="users")
+    back = await run(api, users_import["id"])
+    assert counts(back) == (0, 0, 3, 0, 3), await rejected(api, users_import["id"])
+    members_import = await upload(api, members.content, kind="members", segment="vip")
+    back = await run(api, members_import["id"])
+    assert counts(back) == (0, 0, 2, 0, 2)
+    e2 = await api.profile("e2")
+    assert e2 is not None and e2["attributes"]["plan"] == "=HYPERLINK(1)"
+    assert e2["attributes"]["labels"] == ["a", "b"] and e2["attributes"]["seats"] == -4

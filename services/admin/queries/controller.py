@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery
 
 from services.admin.bodies import decode_body
+from services.admin.exports.service import users_export
 from services.admin.queries import service
-from services.admin.queries.schemas import Explanation, Preview, UserPage, preview_decoder
+from services.admin.queries.schemas import Explanation, Preview, preview_decoder
 from services.admin.state import Admin, Env
 from shared.http import ApiError, decode_json
 
@@ -46,9 +47,15 @@ class QueryController(Controller):
         filter: FromQuery[str | None] = None,
         limit: FromQuery[int] = 100,
         cursor: FromQuery[str | None] = None,
-    ) -> UserPage:
+        format: FromQuery[str] = "json",
+        columns: FromQuery[str | None] = None,
+    ) -> Response[Any]:
         """Users matching ``filter`` (a condition as JSON; every user without it), by age;
-        pass ``nextCursor`` back as ``cursor``."""
+        pass ``nextCursor`` back as ``cursor``. ``format=csv``: every matching identified
+        user as CSV, streamed, with ``columns`` (userId and attribute names; default userId
+        and every user attribute)."""
+        if format not in ("json", "csv"):
+            raise ApiError(400, "format: json or csv", "format")
         if not 1 <= limit <= MAX_PAGE:
             raise ApiError(400, f"limit: must be between 1 and {MAX_PAGE}", "limit")
         after = 0
@@ -59,5 +66,7 @@ class QueryController(Controller):
         condition: Any = None
         if filter is not None:
             condition = decode_json(_any_decoder, filter, "filter")
+        if format == "csv":
+            return await users_export(admin.pool, env.id, condition, columns)
         async with admin.pool.acquire() as conn:
-            return await service.list_users(conn, env.id, condition, limit, after)
+            return Response(await service.list_users(conn, env.id, condition, limit, after))

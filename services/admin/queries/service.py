@@ -88,16 +88,24 @@ async def preview(conn: Conn, env_id: int, raw: Any) -> Preview:
     return Preview(count, [_summary(r) for r in rows])
 
 
+async def filter_where(
+    conn: Conn | asyncpg.Pool, env_id: int, raw_filter: Any | None, first_param: int
+) -> tuple[str, list[Any]]:
+    """The users list's ``filter`` (a condition; None: every user) compiled to a WHERE on
+    ``users u`` whose parameters start at ``$first_param`` ($1 is the environment's id);
+    422 naming the filter when it is not a valid condition."""
+    if raw_filter is None:
+        return "true", []
+    types = await load_types(conn, env_id)  # type: ignore[arg-type]
+    segments = await segment_names(conn, env_id)  # type: ignore[arg-type]
+    return _where(_condition(raw_filter, types, "filter"), segments, first_param, "filter")
+
+
 async def list_users(
     conn: Conn, env_id: int, raw_filter: Any | None, limit: int, after: int
 ) -> UserPage:
     """Users with pk > ``after`` matching ``raw_filter`` (every user when None), by pk."""
-    where: str = "true"
-    params: list[Any] = []
-    if raw_filter is not None:
-        types = await load_types(conn, env_id)
-        segments = await segment_names(conn, env_id)
-        where, params = _where(_condition(raw_filter, types, "filter"), segments, 4, "filter")
+    where, params = await filter_where(conn, env_id, raw_filter, 4)
     async with conn.transaction(readonly=True):
         await conn.execute(NO_JIT)
         rows = await conn.fetch(

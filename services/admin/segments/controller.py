@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import FromPath, FromQuery
 
 from services.admin.bodies import decode_body
+from services.admin.exports.service import members_export
 from services.admin.segments import service
 from services.admin.segments.changes import ChangesPage, changes_page
 from services.admin.segments.dependents import enqueue_dependents
@@ -106,14 +107,22 @@ class SegmentController(Controller):
         segment: FromPath[str],
         limit: FromQuery[int] = 100,
         cursor: FromQuery[str | None] = None,
-    ) -> MembersPage:
-        """A page of members, in a stable order; pass ``nextCursor`` back as ``cursor``."""
+        format: FromQuery[str] = "json",
+        columns: FromQuery[str | None] = None,
+    ) -> Response[Any]:
+        """A page of members, in a stable order; pass ``nextCursor`` back as ``cursor``.
+        ``format=csv``: every identified member as CSV, streamed, with ``columns`` (default
+        userId and enteredAt; attribute names add their values)."""
+        if format not in ("json", "csv"):
+            raise ApiError(400, "format: json or csv", "format")
         after = page_args(limit, cursor)
         row = await service.require_segment(admin.pool, env.id, segment)
+        if format == "csv":
+            return await members_export(admin.pool, env.id, row["id"], row["key"], columns)
         ids, next_after = await user_ids_page(
             admin.pool, "memberships", env.id, row["id"], limit, after
         )
-        return MembersPage(ids, None if next_after is None else str(next_after))
+        return Response(MembersPage(ids, None if next_after is None else str(next_after)))
 
     @post("/{segment:str}/members", status_code=200)
     async def add_members(
