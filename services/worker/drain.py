@@ -18,7 +18,7 @@ import asyncpg
 import msgspec
 
 from services.worker.apply import BatchResult, apply_messages
-from services.worker.outage import postgres_gone
+from services.worker.outage import REDIS_GONE, postgres_gone
 from shared.db import Conn
 from shared.membership import SegmentCatalog
 from shared.membership_cache import MembershipCache
@@ -38,6 +38,9 @@ class DrainStats:
     dead: int = 0
     #: applications of a batch or part of one (savepoints): one per clean round
     attempts: int = 0
+    #: rounds whose Redis sets could not be written because Redis was unreachable (a
+    #: restarted Redis is refilled by the rebuild; the query service reads PostgreSQL)
+    redis_unavailable: int = 0
 
 
 async def _claim(conn: Conn, limit: int) -> list[asyncpg.Record]:
@@ -138,6 +141,8 @@ async def drain_round(
     for env_id, result in results:
         try:
             await cache.write_many(env_id, result.redis_sets)
+        except REDIS_GONE:  # counted, and logged once per drain: not a traceback per round
+            stats.redis_unavailable += 1
         except Exception:  # Redis is a cache: a miss is refilled from PostgreSQL
             log.exception("could not update membership sets in Redis")
             await _forget(cache, env_id, list(result.redis_sets))

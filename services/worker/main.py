@@ -109,6 +109,10 @@ async def drain(ctx: dict[str, Any]) -> int:
             stats.duplicates,
             stats.dead,
         )
+    if stats.redis_unavailable:
+        log.warning(
+            "redis unavailable: membership sets of %d rounds not written", stats.redis_unavailable
+        )
     return stats.messages
 
 
