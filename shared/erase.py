@@ -29,6 +29,7 @@ import msgspec
 from shared.db import Conn
 from shared.membership import record_changes
 from shared.messages import inbox_decoder
+from shared.redis_keys import anonymous
 
 CAUSE = "erase"
 #: Tables whose ``user_pk`` rows are history kept on purpose (see the module docstring).
@@ -36,7 +37,8 @@ KEPT = frozenset({"membership_changes"})
 
 
 class Erased(msgspec.Struct, kw_only=True):
-    """What an erase removed: the profile's ids (for the Redis keys) and counts."""
+    """What an erase removed: the profile's ids (for the Redis keys: anonymous ids marked by
+    :func:`shared.redis_keys.anonymous`) and counts."""
 
     user_pk: int
     ids: list[str]
@@ -55,19 +57,24 @@ LIMIT 1
 """
 
 
-def _mentions(body: bytes, ids: set[str]) -> bool:
-    """Whether an inbox message body names one of ``ids`` (undecodable: by its bytes)."""
+def _mentions(body: bytes, user_ids: set[str], anonymous_ids: set[str]) -> bool:
+    """Whether an inbox message is about the person: its userId is theirs, or its anonymous
+    id (or alias ``previousId``) is one of theirs. The namespaces are separate: another
+    user whose userId equals one of their anonymous ids keeps their messages. Undecodable:
+    by its bytes."""
     try:
         msg = inbox_decoder.decode(body)
     except msgspec.DecodeError:
-        return any(i.encode() in body for i in ids)
-    return bool({msg.userId, msg.anonymousId, msg.previousId} & ids)
+        return any(i.encode() in body for i in user_ids | anonymous_ids)
+    return msg.userId in user_ids or bool({msg.anonymousId, msg.previousId} & anonymous_ids)
 
 
-async def _drop_messages(conn: Conn, env_id: int, table: str, ids: set[str]) -> int:
-    """Delete rows of ``inbox`` or ``dead_letters`` whose message names one of ``ids``; the
+async def _drop_messages(
+    conn: Conn, env_id: int, table: str, user_ids: set[str], anonymous_ids: set[str]
+) -> int:
+    """Delete rows of ``inbox`` or ``dead_letters`` whose message is about the person; the
     bytes are searched in SQL first, the candidates decoded here."""
-    needles = [i.encode() for i in sorted(ids)]
+    needles = [i.encode() for i in sorted(user_ids | anonymous_ids)]
     lock = " FOR UPDATE" if table == "inbox" else ""  # wait for a worker applying them
     rows = await conn.fetch(
         f"""SELECT id, body FROM {table}
@@ -77,7 +84,7 @@ async def _drop_messages(conn: Conn, env_id: int, table: str, ids: set[str]) -> 
         env_id,
         needles,
     )
-    doomed = [r["id"] for r in rows if _mentions(r["body"], ids)]
+    doomed = [r["id"] for r in rows if _mentions(r["body"], user_ids, anonymous_ids)]
     if doomed:
         await conn.execute(
             f"DELETE FROM {table} WHERE env_id = $1 AND id = ANY($2::bigint[])", env_id, doomed
@@ -113,13 +120,13 @@ async def erase_user(conn: Conn, env_id: int, ident: str) -> Erased | None:
         pk = await conn.fetchval(_FIND, env_id, ident)
         if pk is None:
             return None
-        ids = {ident}
+        user_ids: set[str] = set()
         row = await conn.fetchrow(
             "SELECT user_id FROM users WHERE env_id = $1 AND id = $2", env_id, pk
         )
         if row is not None and row["user_id"] is not None:
-            ids.add(row["user_id"])
-        ids |= {
+            user_ids.add(row["user_id"])
+        anonymous_ids = {
             r["anonymous_id"]
             for r in await conn.fetch(
                 "SELECT anonymous_id FROM identities WHERE env_id = $1 AND user_pk = $2",
@@ -127,9 +134,10 @@ async def erase_user(conn: Conn, env_id: int, ident: str) -> Erased | None:
                 pk,
             )
         }
+        ids = user_ids | anonymous_ids
         # inbox rows before the user row: the order the worker locks in
-        inbox = await _drop_messages(conn, env_id, "inbox", ids)
-        dead = await _drop_messages(conn, env_id, "dead_letters", ids)
+        inbox = await _drop_messages(conn, env_id, "inbox", user_ids, anonymous_ids)
+        dead = await _drop_messages(conn, env_id, "dead_letters", user_ids, anonymous_ids)
         version = await conn.fetchval(
             "SELECT membership_version FROM users WHERE env_id = $1 AND id = $2 FOR UPDATE",
             env_id,
@@ -138,17 +146,18 @@ async def erase_user(conn: Conn, env_id: int, ident: str) -> Erased | None:
         if version is None:  # merged into another profile meanwhile: erase that one
             return await erase_user(conn, env_id, ident)
         id_list = sorted(ids)
+        # deliveries name users by userId only (an anonymous id may be another's userId)
         await conn.execute(
             """DELETE FROM webhook_deliveries
                WHERE env_id = $1 AND status = 'pending' AND payload ->> 'userId' = ANY($2)""",
             env_id,
-            id_list,
+            sorted(user_ids),
         )
         await conn.execute(
             """UPDATE webhook_deliveries SET payload = jsonb_set(payload, '{userId}', 'null')
                WHERE env_id = $1 AND payload ->> 'userId' = ANY($2)""",
             env_id,
-            id_list,
+            sorted(user_ids),
         )
         segments = [
             r["segment_id"]
@@ -177,7 +186,7 @@ async def erase_user(conn: Conn, env_id: int, ident: str) -> Erased | None:
             )
     return Erased(
         user_pk=pk,
-        ids=id_list,
+        ids=sorted(user_ids) + [anonymous(a) for a in sorted(anonymous_ids)],
         version=version,
         exits=len(segments),
         inbox=inbox,

@@ -24,6 +24,7 @@ from shared.attribute_types import load_types
 from shared.conditions import ConditionError, compile_sql, parse_condition, referenced_segments
 from shared.db import Conn
 from shared.membership_cache import MembershipCache, load_memberships_by_pk
+from shared.redis_keys import anonymous
 from shared.segment_catalog import (
     DynamicSegment,
     EnvSegments,
@@ -427,7 +428,7 @@ async def _cache_patches(
            JOIN swapped s ON s.user_pk = i.user_pk WHERE i.env_id = $1""",
         env_id,
     ):
-        out.append((row["anonymous_id"], *by_pk[row["user_pk"]]))
+        out.append((anonymous(row["anonymous_id"]), *by_pk[row["user_pk"]]))
     return out
 
 

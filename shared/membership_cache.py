@@ -28,7 +28,7 @@ from hiredis import pack_command
 from redis.exceptions import NoScriptError, ResponseError
 
 from shared.db import Conn
-from shared.redis_keys import membership_key
+from shared.redis_keys import ANONYMOUS_MARK, anonymous, membership_key
 
 #: Seconds a membership set lives in Redis; a miss is refilled from PostgreSQL.
 SET_TTL = 7 * 24 * 3600
@@ -251,14 +251,15 @@ class MembershipCache:
             await self.redis.delete(*keys)
 
 
+# $3: whether $2 is an anonymous id (separate namespaces: a userId never matches an
+# anonymous id); the other branch is a one-time filter, never scanned
 _LOAD_ONE = """
 WITH target AS (
-    SELECT id, membership_version FROM users WHERE env_id = $1 AND user_id = $2
+    SELECT id, membership_version FROM users WHERE env_id = $1 AND user_id = $2 AND NOT $3
     UNION ALL
     SELECT u.id, u.membership_version
     FROM identities i JOIN users u ON u.env_id = i.env_id AND u.id = i.user_pk
-    WHERE i.env_id = $1 AND i.anonymous_id = $2
-    LIMIT 1
+    WHERE i.env_id = $1 AND i.anonymous_id = $2 AND $3
 )
 SELECT t.membership_version AS version,
        coalesce(array_agg(m.segment_id) FILTER (WHERE m.segment_id IS NOT NULL), '{}') AS segments
@@ -275,9 +276,10 @@ WITH sets AS (
     WHERE u.env_id = $1 AND u.id = ANY($2::bigint[])
     GROUP BY u.env_id, u.id
 )
-SELECT s.user_id AS key, s.version, s.segments FROM sets s WHERE s.user_id IS NOT NULL
+SELECT s.user_id AS key, false AS anonymous, s.version, s.segments
+FROM sets s WHERE s.user_id IS NOT NULL
 UNION ALL
-SELECT i.anonymous_id, s.version, s.segments
+SELECT i.anonymous_id, true, s.version, s.segments
 FROM sets s JOIN identities i ON i.env_id = $1 AND i.user_pk = s.id
 """
 
@@ -285,9 +287,10 @@ FROM sets s JOIN identities i ON i.env_id = $1 AND i.user_pk = s.id
 async def load_user_memberships(
     conn: Conn | asyncpg.Pool, env_id: int, user_id: str
 ) -> tuple[int, set[int]] | None:
-    """(membership_version, segment ids) of a user from PostgreSQL, by userId or anonymous id;
-    None when there is no such user."""
-    row = await conn.fetchrow(_LOAD_ONE, env_id, user_id)
+    """(membership_version, segment ids) of a user from PostgreSQL, by userId or by anonymous
+    id (marked by :func:`shared.redis_keys.anonymous`); None when there is no such user."""
+    is_anonymous = user_id.startswith(ANONYMOUS_MARK)
+    row = await conn.fetchrow(_LOAD_ONE, env_id, user_id.removeprefix(ANONYMOUS_MARK), is_anonymous)
     if row is None:
         return None
     return row["version"], set(row["segments"])
@@ -299,7 +302,10 @@ async def load_memberships_by_pk(
     """{key: (membership_version, segment ids)} for ``user_pks``: one entry per userId and
     per anonymous id resolving to them (every Redis key that answers for these users)."""
     rows = await conn.fetch(_LOAD_MANY, env_id, user_pks)
-    return {r["key"]: (r["version"], list(r["segments"])) for r in rows}
+    return {
+        anonymous(r["key"]) if r["anonymous"] else r["key"]: (r["version"], list(r["segments"]))
+        for r in rows
+    }
 
 
 async def rebuild_cache(

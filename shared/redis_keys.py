@@ -18,8 +18,24 @@ def queue_name(prefix: str) -> str:
     return f"{prefix}:{QUEUE_SUFFIX}"
 
 
+#: User ids and anonymous ids are separate namespaces, Redis keys included: where either
+#: travels as one string (the membership cache's "user": its keys, holds and refills), an
+#: anonymous id carries this mark in front (:func:`anonymous`). NUL can be in no stored id
+#: (PostgreSQL text refuses it, and so does every service), so the two never meet.
+ANONYMOUS_MARK = "\x00"
+
+
+def anonymous(anonymous_id: str) -> str:
+    """``anonymous_id`` marked as an anonymous id for :func:`membership_key`."""
+    return ANONYMOUS_MARK + anonymous_id
+
+
 def membership_key(prefix: str, env_id: int, user_id: str) -> str:
-    """The set of segment ids user ``user_id`` of environment ``env_id`` belongs to."""
+    """The set of segment ids user ``user_id`` of environment ``env_id`` belongs to; for an
+    anonymous id (marked by :func:`anonymous`) a key of its own namespace (``:a:``), so that
+    no anonymous id can answer for a userId, nor the other way round."""
+    if user_id.startswith(ANONYMOUS_MARK):
+        return f"{prefix}:a:{{{env_id}:{user_id[1:]}}}"
     return f"{prefix}:m:{{{env_id}:{user_id}}}"
 
 

@@ -313,7 +313,8 @@ export function createClient() {
         id: who,
         exp: Date.now() + o.cacheTtl,
         v: Promise.resolve(lastChange && within(lastChange, o.ackWait))
-          .then(() => o.fetch(`${o.queryHost}/v1/users/${encodeURIComponent(who)}/segments`, { headers }))
+          // user ids and anonymous ids are separate namespaces on the server
+          .then(() => o.fetch(`${o.queryHost}/v1/${me.u ? 'users' : 'anonymous'}/${encodeURIComponent(who)}/segments`, { headers }))
           .then(async (r) => {
             if (!r.ok) throw new Error(`segments: the query service answered ${r.status}`);
             return (await r.json()).segments;

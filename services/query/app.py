@@ -14,7 +14,13 @@ import redis.asyncio as aioredis
 from litestar import Litestar, Request, Response, get
 
 from services.query.catalog import SegmentCatalog
-from services.query.handlers import check, user_in_segment, user_segments
+from services.query.handlers import (
+    anonymous_in_segment,
+    anonymous_segments,
+    check,
+    user_in_segment,
+    user_segments,
+)
 from services.query.memberships import Memberships
 from services.query.redis_reader import PipelinedReader
 from services.query.state import QueryState
@@ -76,7 +82,15 @@ def create_app(settings: Settings) -> Litestar:
             await pool.close()
 
     return Litestar(
-        route_handlers=[hello, health, user_segments, user_in_segment, check],
+        route_handlers=[
+            hello,
+            health,
+            user_segments,
+            user_in_segment,
+            anonymous_segments,
+            anonymous_in_segment,
+            check,
+        ],
         lifespan=[lifespan],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         middleware=[refuse_nul],

@@ -16,6 +16,7 @@ from services.query.catalog import EnvSegments, SegmentRef
 from services.query.state import QueryState
 from shared.http import ApiError, decode_json, key_from_headers
 from shared.messages import id_text
+from shared.redis_keys import ANONYMOUS_MARK, anonymous
 
 MAX_USER_ID = 255
 MAX_CHECK_SEGMENTS = 1000
@@ -27,14 +28,22 @@ class UserSegments(msgspec.Struct):
     segments: list[SegmentRef]
 
 
+class AnonymousSegments(msgspec.Struct):
+    anonymousId: str
+    segments: list[SegmentRef]
+
+
 class Membership(msgspec.Struct):
     member: bool
 
 
 class CheckBody(msgspec.Struct, forbid_unknown_fields=False):
-    #: a number is the user whose id ingest stored as its text (as ingest accepts it)
-    userId: str | int | float
+    """Exactly one of ``userId`` and ``anonymousId`` (separate namespaces, as in ingest)."""
+
     segments: list[str]
+    #: a number is the user whose id ingest stored as its text (as ingest accepts it)
+    userId: str | int | float | None = None
+    anonymousId: str | int | float | None = None
 
 
 class CheckResult(msgspec.Struct, omit_defaults=True):
@@ -54,10 +63,10 @@ def _state(request: Request[Any, Any, Any]) -> QueryState:
     return state
 
 
-def _check_user_id(user_id: str, status: int = 400) -> None:
+def _check_user_id(user_id: str, status: int = 400, field: str = "userId") -> None:
     """400 for the path's userId, 422 (``status``) for a body's."""
     if not user_id or len(user_id) > MAX_USER_ID:
-        raise ApiError(status, f"userId: must be 1 to {MAX_USER_ID} characters", "userId")
+        raise ApiError(status, f"{field}: must be 1 to {MAX_USER_ID} characters", field)
 
 
 def _is_member(segs: EnvSegments, known: bool, ids: set[int], segment_id: int) -> bool:
@@ -65,19 +74,41 @@ def _is_member(segs: EnvSegments, known: bool, ids: set[int], segment_id: int) -
     return segment_id in ids or (known and segment_id == segs.all_id)
 
 
-@get("/v1/users/{user_id:str}/segments")
-async def user_segments(request: Request[Any, Any, Any], user_id: FromPath[str]) -> Response[bytes]:
-    """Every segment the user belongs to: ``{"userId", "segments": [{"id", "key", "name"}]}``."""
+async def _segments(request: Request[Any, Any, Any], ident: str, field: str) -> list[SegmentRef]:
+    """The segments of ``ident`` (a userId, or a marked anonymous id; ``field`` names it)."""
     q = _state(request)
     env = await q.envs.require(key_from_headers(request.headers))
-    _check_user_id(user_id)
-    verify_identity(env, request.headers, user_id)
-    known, ids = await q.memberships.read(env.id, user_id)
+    shown = ident.removeprefix(ANONYMOUS_MARK)
+    _check_user_id(shown, field=field)
+    verify_identity(env, request.headers, shown)
+    known, ids = await q.memberships.read(env.id, ident)
     segs = await q.catalog.covering(env.id, ids)
     if known and segs.all_id is not None:
         ids.add(segs.all_id)
     # Ids the catalog does not know belong to deleted segments: left out.
-    refs = [segs.by_id[i] for i in sorted(ids) if i in segs.by_id]
+    return [segs.by_id[i] for i in sorted(ids) if i in segs.by_id]
+
+
+async def _in_segment(
+    request: Request[Any, Any, Any], ident: str, field: str, segment: str
+) -> Response[bytes]:
+    q = _state(request)
+    env = await q.envs.require(key_from_headers(request.headers))
+    shown = ident.removeprefix(ANONYMOUS_MARK)
+    _check_user_id(shown, field=field)
+    verify_identity(env, request.headers, shown)
+    segs, segment_id = await q.catalog.resolve(env.id, segment)
+    if segment_id is None:
+        raise ApiError(404, f"segment: no segment with key or id {segment!r}", "segment")
+    known, ids = await q.memberships.read(env.id, ident)
+    member = _is_member(segs, known, ids, segment_id)
+    return Response(_MEMBER if member else _NOT_MEMBER, media_type=JSON)
+
+
+@get("/v1/users/{user_id:str}/segments")
+async def user_segments(request: Request[Any, Any, Any], user_id: FromPath[str]) -> Response[bytes]:
+    """Every segment the user belongs to: ``{"userId", "segments": [{"id", "key", "name"}]}``."""
+    refs = await _segments(request, user_id, "userId")
     return Response(_encoder.encode(UserSegments(user_id, refs)), media_type=JSON)
 
 
@@ -86,21 +117,52 @@ async def user_in_segment(
     request: Request[Any, Any, Any], user_id: FromPath[str], segment: FromPath[str]
 ) -> Response[bytes]:
     """``{"member": bool}``; 404 only when no segment has that key or id."""
-    q = _state(request)
-    env = await q.envs.require(key_from_headers(request.headers))
-    _check_user_id(user_id)
-    verify_identity(env, request.headers, user_id)
-    segs, segment_id = await q.catalog.resolve(env.id, segment)
-    if segment_id is None:
-        raise ApiError(404, f"segment: no segment with key or id {segment!r}", "segment")
-    known, ids = await q.memberships.read(env.id, user_id)
-    member = _is_member(segs, known, ids, segment_id)
-    return Response(_MEMBER if member else _NOT_MEMBER, media_type=JSON)
+    return await _in_segment(request, user_id, "userId", segment)
+
+
+@get("/v1/anonymous/{anonymous_id:str}/segments")
+async def anonymous_segments(
+    request: Request[Any, Any, Any], anonymous_id: FromPath[str]
+) -> Response[bytes]:
+    """The segments of an anonymous visitor (by anonymous id; once identified, the user's):
+    ``{"anonymousId", "segments": [...]}``. Anonymous ids never answer for a userId."""
+    refs = await _segments(request, anonymous(anonymous_id), "anonymousId")
+    return Response(_encoder.encode(AnonymousSegments(anonymous_id, refs)), media_type=JSON)
+
+
+@get("/v1/anonymous/{anonymous_id:str}/segments/{segment:str}")
+async def anonymous_in_segment(
+    request: Request[Any, Any, Any], anonymous_id: FromPath[str], segment: FromPath[str]
+) -> Response[bytes]:
+    """``{"member": bool}`` for an anonymous id; 404 only when no segment has that key or id."""
+    return await _in_segment(request, anonymous(anonymous_id), "anonymousId", segment)
+
+
+def _check_subject(body: CheckBody) -> tuple[str, str]:
+    """(ident for the membership read, the id as given) of a check body: exactly one of
+    userId and anonymousId, a number taken as its text."""
+    if (body.userId is None) == (body.anonymousId is None):
+        raise ApiError(422, "userId: send exactly one of userId and anonymousId", "userId")
+    field, value = (
+        ("userId", body.userId)
+        if body.userId is not None
+        else (
+            "anonymousId",
+            body.anonymousId,
+        )
+    )
+    assert value is not None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ApiError(422, f"{field}: must be a finite number", field)
+    text = id_text(value)
+    _check_user_id(text, 422, field)
+    return (text if field == "userId" else anonymous(text)), text
 
 
 @post("/v1/check", status_code=200)
 async def check(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """``{"userId", "segments": [key or id, ...]}`` → ``{"results": {name: bool}}``.
+    """``{"userId" | "anonymousId", "segments": [key or id, ...]}`` →
+    ``{"results": {name: bool}}``.
 
     Names matching no segment are answered false and listed in ``unknownSegments`` (a renderer
     asking about a segment that was deleted needs an answer, not an error).
@@ -108,14 +170,11 @@ async def check(request: Request[Any, Any, Any]) -> Response[bytes]:
     q = _state(request)
     env = await q.envs.require(key_from_headers(request.headers))
     body = decode_json(_check_decoder, await request.body())
-    if isinstance(body.userId, float) and not math.isfinite(body.userId):
-        raise ApiError(422, "userId: must be a finite number", "userId")
-    user_id = id_text(body.userId)
-    _check_user_id(user_id, 422)
+    ident, shown = _check_subject(body)
     if len(body.segments) > MAX_CHECK_SEGMENTS:
         raise ApiError(422, f"segments: at most {MAX_CHECK_SEGMENTS} per request", "segments")
-    verify_identity(env, request.headers, user_id)
-    known, ids = await q.memberships.read(env.id, user_id)
+    verify_identity(env, request.headers, shown)
+    known, ids = await q.memberships.read(env.id, ident)
     segs = await q.catalog.covering(env.id, ids)
     results: dict[str, bool] = {}
     unknown: list[str] = []

@@ -34,6 +34,7 @@ from shared.db import Conn
 from shared.membership import EnvSegments, bump_versions, stored_memberships, write_memberships
 from shared.messages import InboxMessage
 from shared.profiles import apply_changes, apply_segment_ops
+from shared.redis_keys import anonymous as anonymous_key
 
 
 @dataclass
@@ -177,7 +178,8 @@ async def apply_messages(
     anonymous = await _anonymous_ids(conn, env_id, [p.pk for p in rewrite])
     redis_sets: dict[str, tuple[int, set[int]]] = {}
     for p in rewrite:
-        keys = p.anon_ids | anonymous.get(p.pk, set())
+        # anonymous ids in their own namespace (no anonymous id answers for a userId)
+        keys = {anonymous_key(a) for a in p.anon_ids | anonymous.get(p.pk, set())}
         if p.user_id is not None:
             keys.add(p.user_id)
         for key in keys:

@@ -59,6 +59,9 @@ class BatchState:
     warnings: list[tuple[str, str | None, str | None, str]] = field(default_factory=list)
     deleted: list[int] = field(default_factory=list)
     temp_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(-1, -1))
+    #: ids of the batch's anonymousIds / previousIds that are some user's userId: never
+    #: linked as an anonymous id (separate namespaces: no takeover of that user's answers)
+    user_id_taken: set[str] = field(default_factory=set)
 
 
 PROFILE_COLUMNS = (
@@ -124,13 +127,37 @@ async def load_state(conn: Conn, env_id: int, msgs: Sequence[InboxMessage]) -> B
         if all(pk in profiles for pk in links.values()):
             break
     by_user_id = {p.user_id: p.pk for p in profiles.values() if p.user_id is not None}
-    return BatchState(env_id, profiles, by_user_id, links)
+    taken = {
+        r["user_id"]
+        for r in await conn.fetch(
+            "SELECT user_id FROM users WHERE env_id = $1 AND user_id = ANY($2::text[])",
+            env_id,
+            list(anon),
+        )
+    }
+    return BatchState(env_id, profiles, by_user_id, links, user_id_taken=taken)
 
 
 def link(state: BatchState, anonymous_id: str, target: Profile, msg: InboxMessage) -> None:
-    """Make ``anonymous_id`` resolve to ``target``, merging its anonymous profile if it has one."""
-    target.anon_ids.add(anonymous_id)
+    """Make ``anonymous_id`` resolve to ``target``, merging its anonymous profile if it has one.
+
+    Refused (a warning; the message applies to its own userId) when ``anonymous_id`` is some
+    user's userId: ``identify {userId: A, anonymousId: B}`` must not make B's answers A's."""
     current = state.anon_to_pk.get(anonymous_id)
+    if anonymous_id in state.user_id_taken and current != target.pk:
+        if target.user_id != anonymous_id:
+            state.warnings.append(
+                (
+                    msg.messageId,
+                    target.user_id,
+                    None,
+                    f"anonymousId {anonymous_id!r} is the userId of another user; user ids and "
+                    "anonymous ids are separate, so it was not linked: the message applied to "
+                    "its own userId",
+                )
+            )
+        return
+    target.anon_ids.add(anonymous_id)
     if current == target.pk:
         return
     if current is None:

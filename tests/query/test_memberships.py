@@ -141,8 +141,22 @@ async def test_anonymous_id_resolves_to_its_profile(
     beta = await add_segment(db, env, "beta")
     await add_user(db, env, "u1", segments=(beta,), anonymous_ids=("anon-1",))
     await add_user(db, env, None, anonymous_ids=("anon-2",))
-    assert await _segment_keys(query, env, "anon-1") == ["all-users", "beta"]
-    assert await _segment_keys(query, env, "anon-2") == ["all-users"]
+    h = bearer(env.writeKey)
+    for anon, keys in (("anon-1", ["all-users", "beta"]), ("anon-2", ["all-users"])):
+        resp = await query.get(f"/v1/anonymous/{anon}/segments", headers=h)
+        assert resp.json()["anonymousId"] == anon
+        assert [s["key"] for s in resp.json()["segments"]] == keys
+        resp = await query.get(f"/v1/anonymous/{anon}/segments/beta", headers=h)
+        assert resp.json() == {"member": "beta" in keys}
+        body = {"anonymousId": anon, "segments": ["beta"]}
+        resp = await query.post("/v1/check", json=body, headers=h)
+        assert resp.json()["results"] == {"beta": "beta" in keys}
+    # separate namespaces: an anonymous id never answers for a userId, nor the reverse
+    assert await _segment_keys(query, env, "anon-1") == []
+    resp = await query.get("/v1/anonymous/u1/segments", headers=h)
+    assert resp.json()["segments"] == []
+    resp = await query.post("/v1/check", json={"segments": []}, headers=h)
+    assert (resp.status_code, resp.json()["field"]) == (422, "userId")
 
 
 async def test_segment_by_key_or_id_and_unknown_segment_404(

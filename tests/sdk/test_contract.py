@@ -155,6 +155,7 @@ STRUCTS: list[tuple[str, str, type[msgspec.Struct]]] = [
     ("ingest", "BatchResult", intake.BatchResult),
     ("query", "SegmentRef", catalog.SegmentRef),
     ("query", "UserSegments", handlers.UserSegments),
+    ("query", "AnonymousSegments", handlers.AnonymousSegments),
     ("query", "Membership", handlers.Membership),
     ("query", "CheckRequest", handlers.CheckBody),
     ("query", "CheckResult", handlers.CheckResult),

@@ -15,6 +15,7 @@ from services.worker import apply
 from shared.conditions import parse_condition, referenced_segments
 from shared.environments import EnvironmentKeys
 from shared.membership import recompute_segment
+from shared.redis_keys import anonymous
 from shared.segment_catalog import dependency_order
 from tests.worker.conftest import Worker
 from tests.worker.test_segments import _segment
@@ -242,8 +243,8 @@ async def test_every_key_of_a_profile_follows_its_memberships(
     await worker.drain()
     await worker.send(env.id, {"type": "identify", "anonymousId": "anon-k", "userId": "k"})
     await worker.drain()
-    assert seg not in (await worker.cache.get(env.id, "anon-k") or {seg})
+    assert seg not in (await worker.cache.get(env.id, anonymous("anon-k")) or {seg})
     await worker.send(env.id, {"type": "identify", "userId": "k", "traits": {"plan": "pro"}})
     await worker.drain()
-    for key in ("k", "anon-k"):
+    for key in ("k", anonymous("anon-k")):
         assert seg in (await worker.cache.get(env.id, key) or set()), key

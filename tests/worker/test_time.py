@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from services.query.memberships import Memberships
 from shared.environments import EnvironmentKeys
 from shared.membership import recheck_timed_segments, recompute_with_dependents
+from shared.redis_keys import anonymous
 from tests.worker.conftest import Worker
 from tests.worker.test_segments import _segment
 
@@ -93,9 +94,9 @@ async def test_bulk_recompute_refreshes_anonymous_keys_too(
         env.id, {"type": "identify", "anonymousId": "anon-fr", "traits": {"lang": "fr"}}
     )
     await worker.drain()
-    assert seg in (await worker.cache.get(env.id, "anon-fr") or set())
+    assert seg in (await worker.cache.get(env.id, anonymous("anon-fr")) or set())
     await _redefine(worker, env.id, seg, {"attribute": "lang", "op": "is", "value": "de"})
-    members = await worker.cache.get(env.id, "anon-fr")
+    members = await worker.cache.get(env.id, anonymous("anon-fr"))
     assert members is not None and seg not in members
 
 

@@ -61,7 +61,7 @@ test('reset() and another user get their own answers', async () => {
   await c.segments();
   c.reset();
   await c.segments();
-  assert.match(queries()[1].url, /\/v1\/users\/[0-9a-f-]{36}\/segments$/, 'the anonymous id');
+  assert.match(queries()[1].url, /\/v1\/anonymous\/[0-9a-f-]{36}\/segments$/, 'the anonymous id, in its own namespace');
 });
 
 test('answers expire after cacheTtl', async () => {

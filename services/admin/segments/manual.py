@@ -17,7 +17,7 @@ from services.admin.users.refs import UserRefs, checked_refs, resolve_users
 from shared.db import Conn
 from shared.http import ApiError
 from shared.membership import bump_versions, record_changes
-from shared.membership_cache import MembershipCache
+from shared.membership_cache import MembershipCache, load_memberships_by_pk
 
 CAUSE = "admin"
 
@@ -111,25 +111,9 @@ async def change_members(
     )
 
 
-_CACHED_SETS = """
-SELECT k.ident, u.membership_version AS version,
-       coalesce((SELECT array_agg(m.segment_id) FROM memberships m
-                 WHERE m.env_id = u.env_id AND m.user_pk = u.id), '{}') AS segments
-FROM users u
-CROSS JOIN LATERAL (
-    SELECT u.user_id AS ident WHERE u.user_id IS NOT NULL
-    UNION ALL
-    SELECT i.anonymous_id FROM identities i WHERE i.env_id = u.env_id AND i.user_pk = u.id
-) AS k
-WHERE u.env_id = $1 AND u.id = ANY($2::bigint[])
-"""
-
-
 async def refresh_cache(conn: Conn, cache: MembershipCache, env_id: int, pks: list[int]) -> None:
     """Rewrite the Redis sets of users ``pks`` (under their userId and every anonymous id)
     from PostgreSQL, after the commit that changed them."""
     for start in range(0, len(pks), 5000):
-        rows = await conn.fetch(_CACHED_SETS, env_id, pks[start : start + 5000])
-        await cache.write_many(
-            env_id, {r["ident"]: (r["version"], list(r["segments"])) for r in rows}
-        )
+        sets = await load_memberships_by_pk(conn, env_id, pks[start : start + 5000])
+        await cache.write_many(env_id, sets)

@@ -15,8 +15,8 @@ from litestar.testing import AsyncTestClient
 from services.worker.webhooks import deliver_webhooks
 from shared.environments import EnvironmentKeys
 from shared.membership_cache import UNKNOWN_TTL, MembershipCache
-from shared.messages import InboxMessage, inbox_encoder
-from shared.redis_keys import membership_key
+from shared.messages import InboxMessage, inbox_decoder, inbox_encoder
+from shared.redis_keys import anonymous, membership_key
 from shared.settings import Settings
 from tests.admin.conftest import Receiver, make_user, secret
 
@@ -189,7 +189,8 @@ async def test_erase_leaves_nothing_behind(
             {"type": "segment.entered", "userId": ERIN, "cause": "message"},
         )
         prefix = quiet_settings.redis_prefix
-        erin_keys = [membership_key(prefix, env.id, i) for i in (ERIN, *ERIN_ANON)]
+        erin_idents = (ERIN, *(anonymous(a) for a in ERIN_ANON))
+        erin_keys = [membership_key(prefix, env.id, i) for i in erin_idents]
         assert await redis.exists(*erin_keys) == 3
         keep_key = membership_key(prefix, env.id, KEEP)
         assert await redis.exists(keep_key) == 1
@@ -212,7 +213,7 @@ async def test_erase_leaves_nothing_behind(
         # Each of Erin's keys is now a short hold naming no segment; a query refill that read
         # her before the erase (her last version) and writes after it is turned away.
         cache = MembershipCache(redis, prefix)
-        for ident, key in zip((ERIN, *ERIN_ANON), erin_keys, strict=True):
+        for ident, key in zip(erin_idents, erin_keys, strict=True):
             members = await redis.smembers(key)  # type: ignore[misc]
             assert members == {f"~{erin_version + 1}"}
             assert 0 < await redis.ttl(key) <= UNKNOWN_TTL
@@ -292,3 +293,26 @@ async def test_erase_unknown_and_auth(
     resp = await admin.delete("/v1/users/x1", headers={"Authorization": f"Bearer {env.writeKey}"})
     assert resp.status_code == 403
     assert (await admin.get("/v1/users/x1", headers=secret(env))).status_code == 200
+
+
+async def test_erasing_a_user_keeps_the_messages_of_another_whose_user_id_it_used(
+    admin: Client, env: EnvironmentKeys, db: asyncpg.Pool
+) -> None:
+    """User ids and anonymous ids are separate: A holding "victim-b" as an anonymous id (a link
+    made before the worker refused such links) does not take B's pending messages with it."""
+    await make_user(db, env, "victim-b", {"plan": "free"}, ())
+    await make_user(db, env, "attacker-a", {"plan": "pro"}, ("victim-b",))
+    rows = [_inbox_body("victim-b"), _inbox_body("attacker-a", "victim-b"), _inbox_body(None, "x")]
+    for body in rows:
+        await db.execute(
+            "INSERT INTO inbox (env_id, received_at, body) VALUES ($1, now(), $2)", env.id, body
+        )
+    resp = await admin.delete("/v1/users/attacker-a", headers=secret(env))
+    assert resp.status_code == 204, resp.text
+    left = await db.fetch("SELECT body FROM inbox WHERE env_id = $1", env.id)
+    kept = sorted(
+        (m.userId or "", m.anonymousId or "")
+        for m in (inbox_decoder.decode(r["body"]) for r in left)
+    )
+    assert kept == [("", "x"), ("victim-b", "")]
+    assert (await admin.get("/v1/users/victim-b", headers=secret(env))).status_code == 200
