@@ -14,7 +14,7 @@ from litestar.testing import AsyncTestClient
 from shared.environments import EnvironmentKeys
 from shared.membership_cache import parse_members
 from shared.messages import inbox_decoder
-from shared.redis_keys import membership_key
+from shared.redis_keys import anonymous, membership_key
 from shared.settings import Settings
 from tests.admin.conftest import make_user, queued_recomputes, secret
 
@@ -102,7 +102,7 @@ async def test_add_by_user_id_email_and_anonymous_id(
         )
     }
     assert versions[ann] == versions[bob] == versions[anon] == 2
-    for ident in ("ann", "bob", "anon-1"):
+    for ident in ("ann", "bob", anonymous("anon-1")):
         assert await _redis_set(redis, quiet_settings, env, ident) == (2, {int(beta["id"])})
     assert await _redis_set(redis, quiet_settings, env, "carl") == (None, set())
 
