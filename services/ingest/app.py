@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from arq.connections import RedisSettings
-from arq.connections import create_pool as create_arq_pool
+from arq.connections import ArqRedis
 from litestar import Litestar
 
 from services.ingest.inbox import InboxWriter
@@ -31,7 +30,9 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await create_pool(database_url, size=settings.db_pool_size, reset_session=False)
         try:
-            arq_pool = await create_arq_pool(RedisSettings.from_dsn(redis_url))
+            # connects on first use: ingest starts, and acknowledges, while Redis is down (the
+            # worker's sweep drains what it commits); arq's create_pool would refuse to start
+            arq_pool = ArqRedis.from_url(redis_url, socket_connect_timeout=1)
             try:
                 writer = InboxWriter(
                     pool,
