@@ -115,7 +115,10 @@ def _wait_healthy(supervisor: Supervisor, settings: Settings, stopping: Callable
     deadline = time.monotonic() + STARTUP_SECONDS
     while not stopping() and time.monotonic() < deadline:
         supervisor.check()  # a service that crashes while starting is restarted too
-        if all(check_service(name, settings) for name in SERVICES):
+        # our own processes must be up: a health answer may come from someone else's service
+        # on the same port (ours then failed to bind)
+        ours = all(supervisor.pid(name) is not None for name in SERVICES)
+        if ours and all(check_service(name, settings) for name in SERVICES):
             return True
         time.sleep(0.2)
     return False
