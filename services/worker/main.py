@@ -23,13 +23,11 @@ import redis.asyncio as aioredis
 import uvloop
 from arq import cron
 from arq.connections import RedisSettings
-from arq.connections import create_pool as create_arq_pool
-from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 
 from services.worker.drain import DrainStats, drain_round
 from services.worker.imports import RUN_SECONDS, run_imports
-from services.worker.outage import REDIS_GONE, Backoff, Dependency, needs_postgres, postgres_gone
+from services.worker.outage import Dependency, ResilientWorker, needs_postgres, postgres_gone
 from services.worker.webhooks import deliver_webhooks
 from shared.db import create_pool
 from shared.membership import (
@@ -189,71 +187,6 @@ def _schedule(job: Any, seconds: int) -> Any:
         return cron(job, second=_every(seconds), unique=True)
     minutes = max(1, min(seconds // 60, 60))
     return cron(job, minute=set(range(0, 60, minutes)), second=0, unique=True)
-
-
-class ResilientWorker(Worker):  # type: ignore[misc]
-    """arq's Worker, except that a Redis outage does not end it.
-
-    arq lets any Redis error out of its poll loop (``zrangebyscore``, the health key, or a
-    job's ``finish_job`` re-raised there), which ends the process: a Redis restart stopped
-    the worker. Here such an error pauses polling for a capped exponential backoff and the
-    loop goes on (redis-py reconnects on the next command). Jobs whose bookkeeping failed
-    keep arq's in-progress mark, which would block their id for ``job_timeout``; once Redis
-    answers again those marks are dropped so the jobs run again (every job is idempotent)
-    if Redis kept them. A restarted Redis lost its queue: the sweep finds the inbox rows.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.redis_dependency = Dependency("redis", Backoff(first=0.25, cap=5.0))
-        self.unfinished: set[str] = set()
-
-    async def main(self) -> None:
-        while self._pool is None:  # wait for Redis at start-up, however long it takes
-            try:
-                self._pool = await create_arq_pool(
-                    self.redis_settings,
-                    job_deserializer=self.job_deserializer,
-                    job_serializer=self.job_serializer,
-                    default_queue_name=self.queue_name,
-                    expires_extra_ms=self.expires_extra_ms,
-                )
-            except REDIS_GONE as exc:
-                await asyncio.sleep(self.redis_dependency.failed(exc))
-        await super().main()
-
-    async def _poll_iteration(self) -> None:
-        try:
-            await super()._poll_iteration()
-            if self.unfinished:
-                keys = [in_progress_key_prefix + job_id for job_id in self.unfinished]
-                await self.pool.delete(*keys)
-                self.unfinished.clear()
-        except REDIS_GONE as exc:
-            await asyncio.sleep(self.redis_dependency.failed(exc))
-            return
-        self.redis_dependency.succeeded()
-
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        # arq takes a job slot (semaphore + counter) before its Redis round trips and gives it
-        # back on every path but an exception: a slot lost per Redis error would, after
-        # max_jobs of them, block the worker for good. Start jobs one by one and give the
-        # slot back when a Redis error stopped the start.
-        for job_id in job_ids:
-            task_before = self.tasks.get(job_id.decode())
-            try:
-                await super().start_jobs([job_id])
-            except REDIS_GONE:
-                if self.tasks.get(job_id.decode()) is task_before:
-                    self._release_sem_dec_counter_on_complete()
-                raise
-
-    async def run_job(self, job_id: str, score: int) -> None:
-        try:
-            await super().run_job(job_id, score)
-        except REDIS_GONE:
-            self.unfinished.add(job_id)
-            raise
 
 
 def build_worker(settings: Settings) -> Worker:
