@@ -31,6 +31,8 @@ class Environment(msgspec.Struct, frozen=True):
     secret: bool  # True when the secret key was used (full access)
     identity_verification: bool = False
     identity_secret: str | None = None
+    #: the key used was retired by a rotation and works until its grace period ends
+    retiring: bool = False
 
 
 def hash_secret(key: str) -> bytes:
@@ -78,7 +80,31 @@ async def ensure_environment(
 
 
 async def authenticate(conn: Conn | asyncpg.Pool, key: str) -> Environment | None:
-    """The environment a key belongs to, or None. Secret keys are compared by hash in
+    """The environment a key belongs to, or None: its current write or secret key, or a key
+    a rotation retired whose grace period has not ended (``retiring``)."""
+    env = await _current_key(conn, key)
+    if env is None:
+        env = await _retired_key(conn, key)
+    return env
+
+
+async def _retired_key(conn: Conn | asyncpg.Pool, key: str) -> Environment | None:
+    row = await conn.fetchrow(
+        """SELECT r.secret, e.write_key FROM retired_keys r
+           JOIN environments e ON e.id = r.env_id
+           WHERE r.key_hash = $1 AND r.until > now()""",
+        hash_secret(key),
+    )
+    if row is None:
+        return None
+    env = await _current_key(conn, row["write_key"])
+    return (
+        None if env is None else msgspec.structs.replace(env, secret=row["secret"], retiring=True)
+    )
+
+
+async def _current_key(conn: Conn | asyncpg.Pool, key: str) -> Environment | None:
+    """The environment whose current key is ``key``. Secret keys are compared by hash in
     constant time; write keys are public and looked up directly."""
     if key.startswith("sk_"):
         digest = hash_secret(key)

@@ -19,6 +19,7 @@ from litestar.di import Provide
 from services.admin.attributes.controller import AttributeController
 from services.admin.console.routes import console_router
 from services.admin.imports.controller import ImportController
+from services.admin.keys.controller import KeyController
 from services.admin.queries.controller import QueryController
 from services.admin.segments.controller import SegmentController
 from services.admin.state import Admin, AdminState, provide_env, provide_state
@@ -90,6 +91,7 @@ def create_app(settings: Settings) -> Litestar:
             QueryController,
             AttributeController,
             ImportController,
+            KeyController,
             console_router(),  # the web console at /
         ],
         dependencies={"admin": Provide(provide_state), "env": Provide(provide_env)},

@@ -17,11 +17,13 @@ import pytest
 
 from services.admin.attributes import schemas as attributes
 from services.admin.imports import schemas as imports
+from services.admin.keys import schemas as keys
 from services.admin.queries import schemas as queries
 from services.admin.segments import changes, manual, schemas
 from services.admin.tags import schemas as tags
 from services.admin.users import refs
 from services.admin.users import service as users
+from services.admin.webhooks import resync
 from services.ingest import intake
 from services.query import catalog, handlers
 from shared.http import ErrorBody
@@ -190,6 +192,11 @@ STRUCTS: list[tuple[str, str, type[msgspec.Struct]]] = [
     ("admin", "Import", imports.Import),
     ("admin", "ImportList", imports.ImportList),
     ("admin", "ImportStart", imports.ImportStart),
+    ("admin", "KeyRotate", keys.KeyRotate),
+    ("admin", "Keys", keys.Keys),
+    ("admin", "RetiringKey", keys.RetiringKey),
+    ("admin", "RotatedKey", keys.RotatedKey),
+    ("admin", "ResyncResult", resync.ResyncResult),
 ]
 
 

@@ -11,6 +11,7 @@ from services.admin.bodies import decode_body
 from services.admin.segments.controller import page_args
 from services.admin.state import Admin, Env
 from services.admin.webhooks import service
+from services.admin.webhooks.resync import ResyncResult, resync_webhook
 from services.admin.webhooks.schemas import (
     DeliveriesPage,
     Delivery,
@@ -35,10 +36,21 @@ class WebhookController(Controller):
         rotated). A URL whose host is or resolves to a non-public address is refused (422)
         unless ``SEGMENTS_WEBHOOK_ALLOW_PRIVATE`` is set."""
         body = decode_body(create_decoder, await request.body())
-        async with admin.pool.acquire() as conn:
-            return await service.create_webhook(
+        async with admin.pool.acquire() as conn, conn.transaction():
+            created = await service.create_webhook(
                 conn, env.id, body, allow_private=bool(admin.settings.webhook_allow_private)
             )
+            if body.resync:  # the current members, announced as the hook starts
+                await resync_webhook(conn, env.id, int(created.id))
+        return created
+
+    @post("/{webhook:str}/resync", status_code=202)
+    async def resync(self, admin: Admin, env: Env, webhook: FromPath[str]) -> ResyncResult:
+        """Queue a ``segment.entered`` delivery with cause ``sync`` for every current member
+        of the webhook's segments (identified users)."""
+        async with admin.pool.acquire() as conn, conn.transaction():
+            row = await service.read_webhook(conn, env.id, webhook)
+            return await resync_webhook(conn, env.id, int(row.id))
 
     @get("/")
     async def list_all(self, admin: Admin, env: Env) -> WebhookList:

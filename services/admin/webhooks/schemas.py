@@ -21,6 +21,8 @@ class WebhookCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     segments: list[SegmentRef] | None = None
     events: list[EventName] | None = None
     active: bool = True
+    #: queue a segment.entered delivery (cause "sync") for every current member at once
+    resync: bool = False
 
 
 class WebhookUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
