@@ -23,6 +23,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from services.admin.console.accounts import save_account
 from shared.environments import EnvironmentKeys
 from tests.conftest import ROOT, ServiceStack
+from tests.e2e.conftest import api  # noqa: F401 (the fixture: the services as the env sees them)
 
 SCREENSHOTS = ROOT / ".artifacts" / "screenshots"
 WIDTHS = (1280, 390)

@@ -6,7 +6,7 @@ from litestar import Router
 from litestar.di import Provide
 from litestar.static_files import create_static_files_router
 
-from services.admin.console import auth_pages, segment_pages
+from services.admin.console import auth_pages, segment_pages, user_pages
 from services.admin.console.web import (
     HERE,
     CsrfRefused,
@@ -33,6 +33,21 @@ def console_router() -> Router:
             auth_pages.choose_environment,
             segment_pages.segment_list,
             segment_pages.segment_table,
+            segment_pages.segment_new,
+            segment_pages.segment_edit,
+            segment_pages.segment_detail,
+            segment_pages.segment_status,
+            segment_pages.segment_changes,
+            segment_pages.members_add,
+            segment_pages.members_remove,
+            segment_pages.segment_delete,
+            user_pages.user_list,
+            user_pages.save_columns,
+            user_pages.add_to_segment,
+            user_pages.user_profile,
+            user_pages.why,
+            user_pages.tag_user,
+            user_pages.erase,
         ],
         dependencies={"console": Provide(provide_console)},
         exception_handlers={SignInRequired: sign_in_redirect, CsrfRefused: csrf_refused},

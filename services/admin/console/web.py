@@ -82,6 +82,10 @@ class Console:
         )
         return Response(html, status_code=status, media_type="text/html; charset=utf-8")
 
+    def message(self, title: str, message: str, status: int) -> Response[str]:
+        """A page saying why something was refused (the API's message, usually)."""
+        return self.render("message.html", status=status, title=title, message=message)
+
 
 async def provide_console(request: Request[Any, Any, Any]) -> AsyncIterator[Console]:
     """Dependency: the :class:`Console` of a signed-in request (a changing request must carry

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -15,6 +15,8 @@ class SegmentSummary(msgspec.Struct):
     id: str
     key: str
     name: str
+    #: when the user entered the segment
+    since: datetime | None = None
 
 
 class CompanySummary(msgspec.Struct):
@@ -42,13 +44,15 @@ class UserProfile(msgspec.Struct, kw_only=True):
     segments: list[SegmentSummary]
     companies: list[CompanySummary]
     tags: list[TagSummary] = []
+    #: when each attribute was last written (or unset): the timestamp of that message
+    attributeTimes: dict[str, datetime] = {}
 
 
 _FIND = """
-SELECT id, user_id, attributes, first_seen_at, last_seen_at FROM users
+SELECT id, user_id, attributes, attr_ts, first_seen_at, last_seen_at FROM users
 WHERE env_id = $1 AND user_id = $2
 UNION ALL
-SELECT u.id, u.user_id, u.attributes, u.first_seen_at, u.last_seen_at
+SELECT u.id, u.user_id, u.attributes, u.attr_ts, u.first_seen_at, u.last_seen_at
 FROM identities i JOIN users u ON u.env_id = i.env_id AND u.id = i.user_pk
 WHERE i.env_id = $1 AND i.anonymous_id = $2
 LIMIT 1
@@ -67,7 +71,7 @@ async def user_profile(conn: Conn | asyncpg.Pool, env_id: int, ident: str) -> Us
         pk,
     )
     segments = await conn.fetch(
-        """SELECT s.id, s.key, s.name FROM memberships m
+        """SELECT s.id, s.key, s.name, m.since FROM memberships m
            JOIN segments s ON s.env_id = m.env_id AND s.id = m.segment_id
            WHERE m.env_id = $1 AND m.user_pk = $2 ORDER BY s.id""",
         env_id,
@@ -94,9 +98,14 @@ async def user_profile(conn: Conn | asyncpg.Pool, env_id: int, ident: str) -> Us
         attributes=user["attributes"],
         firstSeenAt=user["first_seen_at"],
         lastSeenAt=user["last_seen_at"],
-        segments=[SegmentSummary(str(r["id"]), r["key"], r["name"]) for r in segments],
+        segments=[SegmentSummary(str(r["id"]), r["key"], r["name"], r["since"]) for r in segments],
         companies=[
             CompanySummary(r["company_id"], r["attributes"], r["membership"]) for r in companies
         ],
         tags=[TagSummary(str(r["id"]), r["key"], r["value"]) for r in tags],
+        attributeTimes={
+            name: datetime.fromtimestamp(ms / 1000, UTC)
+            for name, ms in (user["attr_ts"] or {}).items()
+            if name in user["attributes"] and isinstance(ms, int | float)
+        },
     )
