@@ -343,7 +343,7 @@ async def run(args: argparse.Namespace) -> None:
                     counts.append(time.perf_counter() - t)
                     matched.append(n)
                     t = time.perf_counter()
-                    await preview(conn, env.id, condition)
+                    await preview(conn, env.id, condition, seconds=60)
                     whole.append(time.perf_counter() - t)
                 if args.per_leaf:
                     await time_leaves(conn, env.id, types, segments, rng)

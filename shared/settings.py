@@ -55,6 +55,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_allow_private: bool | None = None
     #: SEGMENTS_IMPORT_MAX_BYTES: largest CSV file an import accepts (a bigger upload is a 413).
     import_max_bytes: int = 200 * 1000 * 1000
+    #: SEGMENTS_ADMIN_QUERY_TIMEOUT_SECONDS: longest a segment preview or a page of the users
+    #: list may run in PostgreSQL (statement_timeout) before it is a 422 asking for a simpler
+    #: condition. Previews over 100,000 users take 0.1-0.3 s.
+    admin_query_timeout_seconds: float = 10.0
 
 
 _ENV_NAMES: dict[str, str] = {
@@ -78,6 +82,7 @@ _ENV_NAMES: dict[str, str] = {
     "cache_seconds": "SEGMENTS_CACHE_SECONDS",
     "webhook_allow_private": "SEGMENTS_WEBHOOK_ALLOW_PRIVATE",
     "import_max_bytes": "SEGMENTS_IMPORT_MAX_BYTES",
+    "admin_query_timeout_seconds": "SEGMENTS_ADMIN_QUERY_TIMEOUT_SECONDS",
 }
 
 

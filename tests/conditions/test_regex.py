@@ -96,3 +96,33 @@ def test_random_patterns_agree(
 ) -> None:
     compiled = compile_regex(pattern)
     assert [compiled.search(t) is not None for t in texts] == pg_matches(pg, compiled.pg, texts)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "(.*.*.*.*.*.*.*.*.*.*){100}x",  # took 14.8 s in a preview
+        "(.*.*.*.*.*.*.*.*.*.*){21}x",
+        "(.?.?.?.?.?.?.?.?.?.?){30}x",
+        "((.*.*){10}){11}",
+        "(.{0,99}.{0,99}.{0,99}){10}",
+        "(a+|b*|c?){100}",
+    ],
+)
+def test_patterns_postgresql_compiles_too_slowly_are_refused(pattern: str) -> None:
+    with pytest.raises(ValueError, match="too costly for PostgreSQL"):
+        compile_regex(pattern)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "(.*.*.*.*.*.*.*.*.*.*){20}x",
+        r"^\d{1,5}-[a-z]+$",
+        r"(\w{1,63}\.){1,10}[a-z]{2,}",
+        "(.{0,10}){100}",
+        "(ab*c){100}",
+    ],
+)
+def test_patterns_of_bearable_cost_pass(pattern: str) -> None:
+    compile_regex(pattern)

@@ -29,7 +29,9 @@ class QueryController(Controller):
         """How many users ``conditions`` matches now, and a sample of 20."""
         body = decode_body(preview_decoder, await request.body())
         async with admin.pool.acquire() as conn:
-            return await service.preview(conn, env.id, body.conditions)
+            return await service.preview(
+                conn, env.id, body.conditions, admin.settings.admin_query_timeout_seconds
+            )
 
     @get("/segments/{segment:str}/explain/{user_id:str}")
     async def explain(
@@ -69,4 +71,6 @@ class QueryController(Controller):
         if format == "csv":
             return await users_export(admin.pool, env.id, condition, columns)
         async with admin.pool.acquire() as conn:
-            return Response(await service.list_users(conn, env.id, condition, limit, after))
+            timeout = admin.settings.admin_query_timeout_seconds
+            page = await service.list_users(conn, env.id, condition, limit, after, timeout)
+            return Response(page)

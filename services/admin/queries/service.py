@@ -59,6 +59,27 @@ def _where(
         raise ApiError(422, f"{field}: {exc}", field) from exc
 
 
+async def _bounded_fetch(
+    conn: Conn, seconds: float, field: str, sql: str, *args: Any
+) -> list[asyncpg.Record]:
+    """``conn.fetch`` under a ``statement_timeout`` of ``seconds`` seconds (inside the
+    caller's transaction); running out of time is a 422 naming ``field``, not a hung request
+    holding a connection."""
+    await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(seconds * 1000))}")
+    try:
+        return await conn.fetch(sql, *args)
+    except asyncpg.QueryCanceledError:
+        raise ApiError(
+            422,
+            f"{field}: evaluating this condition over the environment's users took longer than "
+            f"{seconds:g} s, so it was stopped; simplify it (fewer or simpler regex and text "
+            "leaves) or narrow it",
+            field,
+        ) from None
+    except asyncpg.InvalidRegularExpressionError as exc:
+        raise ApiError(422, f"{field}: PostgreSQL cannot run a regex of it: {exc}", field) from None
+
+
 def _summary(row: asyncpg.Record) -> UserSummary:
     return UserSummary(
         userId=row["user_id"],
@@ -68,16 +89,19 @@ def _summary(row: asyncpg.Record) -> UserSummary:
     )
 
 
-async def preview(conn: Conn, env_id: int, raw: Any) -> Preview:
+async def preview(conn: Conn, env_id: int, raw: Any, seconds: float) -> Preview:
     """The count of users matching the unsaved condition ``raw`` and the first 20 of them,
-    in one snapshot (a repeatable-read transaction)."""
+    in one snapshot (a repeatable-read transaction), within ``seconds`` seconds."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute(NO_JIT)
         types = await load_types(conn, env_id)
         segments = await segment_names(conn, env_id)
         where, params = _where(_condition(raw, types, "conditions"), segments, 2, "conditions")
         # one scan: the window count is taken over every match before LIMIT applies
-        rows = await conn.fetch(
+        rows = await _bounded_fetch(
+            conn,
+            seconds,
+            "conditions",
             f"""SELECT {_USER_COLUMNS}, count(*) OVER () AS total
                 FROM users u WHERE u.env_id = $1 AND {where}
                 ORDER BY u.id LIMIT {SAMPLE_SIZE}""",
@@ -102,13 +126,17 @@ async def filter_where(
 
 
 async def list_users(
-    conn: Conn, env_id: int, raw_filter: Any | None, limit: int, after: int
+    conn: Conn, env_id: int, raw_filter: Any | None, limit: int, after: int, seconds: float
 ) -> UserPage:
-    """Users with pk > ``after`` matching ``raw_filter`` (every user when None), by pk."""
+    """Users with pk > ``after`` matching ``raw_filter`` (every user when None), by pk,
+    within ``seconds`` seconds."""
     where, params = await filter_where(conn, env_id, raw_filter, 4)
     async with conn.transaction(readonly=True):
         await conn.execute(NO_JIT)
-        rows = await conn.fetch(
+        rows = await _bounded_fetch(
+            conn,
+            seconds,
+            "filter",
             f"""SELECT {_USER_COLUMNS} FROM users u
                 WHERE u.env_id = $1 AND u.id > $2 AND {where}
                 ORDER BY u.id LIMIT $3""",
