@@ -307,3 +307,25 @@ async def test_delete(admin: Client, env: EnvironmentKeys, db: asyncpg.Pool) -> 
     await admin.delete(f"/v1/segments/{it['segmentKey']}", headers=secret(env))
     assert (await _get(admin, env, f"/v1/tags/{it['id']}"))["segmentId"] is None
     assert (await admin.delete(f"/v1/tags/{it['id']}", headers=secret(env))).status_code == 204
+
+
+async def test_delete_refuses_a_tag_that_segments_use_in_their_conditions(
+    admin: Client, env: EnvironmentKeys
+) -> None:
+    sales = await _tag(admin, env, key="Team", value="Sales")
+    ops = await _tag(admin, env, key="Team", value="Ops")
+    await _segment(admin, env, "sales-team", {"tag": {"key": "Team", "value": "Sales"}})
+    await _segment(admin, env, "any-team", {"tag": {"key": "Team"}})
+
+    resp = await admin.delete(f"/v1/tags/{sales['id']}", headers=secret(env))
+    assert resp.status_code == 409
+    assert resp.json()["field"] == "tag"
+    assert "sales-team" in resp.json()["error"] and "any-team" not in resp.json()["error"]
+    # another Team tag remains: "any Team" still means something without Ops
+    assert (await admin.delete(f"/v1/tags/{ops['id']}", headers=secret(env))).status_code == 204
+    await admin.delete("/v1/segments/sales-team", headers=secret(env))
+    # now the last Team tag: "any Team" would match nobody
+    resp = await admin.delete(f"/v1/tags/{sales['id']}", headers=secret(env))
+    assert resp.status_code == 409 and "any-team" in resp.json()["error"]
+    await admin.delete("/v1/segments/any-team", headers=secret(env))
+    assert (await admin.delete(f"/v1/tags/{sales['id']}", headers=secret(env))).status_code == 204

@@ -15,6 +15,7 @@ from services.admin.imports import service
 from services.admin.imports.schemas import Import, ImportList, ImportStart, start_decoder
 from services.admin.imports.upload import file_stream, store_upload
 from services.admin.segments.controller import page_args
+from services.admin.segments.service import kind_phrase
 from services.admin.state import Admin, Env
 from shared.http import ApiError
 from shared.import_mapping import KINDS
@@ -29,8 +30,11 @@ async def _check_segment(admin: Admin, env_id: int, kind: str, segment: str | No
         "SELECT kind FROM segments WHERE env_id = $1 AND key = $2", env_id, segment
     )
     if found != "manual":
-        what = "no segment" if found is None else f"a {found} segment, not a manual one,"
-        raise ApiError(422, f"segment: {what} with key {segment!r}", "segment")
+        if found is None:
+            raise ApiError(422, f"segment: no segment with key {segment!r}", "segment")
+        raise ApiError(
+            422, f"segment: {segment!r} is {kind_phrase(found)}, not a manual one", "segment"
+        )
 
 
 class ImportController(Controller):

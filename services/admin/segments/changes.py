@@ -19,8 +19,8 @@ class Change(msgspec.Struct, kw_only=True):
     """One entry (``entered`` true) or exit of a user. ``id`` is the id webhook payloads carry.
     ``userId`` is the user's userId (an anonymous profile's first anonymous id), or None when
     the user has since been erased or merged away. ``cause``: ``message`` (data from ingest),
-    ``recompute`` (a bulk recompute), ``admin`` (the admin API), ``erase`` (a privacy erase),
-    or another cause the worker records."""
+    ``recompute`` (a bulk recompute), ``time`` (a time-dependent re-check), ``admin`` (the
+    admin API), ``import`` (a CSV import) or ``erase`` (a privacy erase)."""
 
     id: str
     userId: str | None

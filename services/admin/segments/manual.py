@@ -12,7 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from services.admin.segments.dependents import Dependents, data_dependents
-from services.admin.segments.service import as_id
+from services.admin.segments.service import as_id, kind_phrase
 from services.admin.users.refs import UserRefs, checked_refs, resolve_users
 from shared.db import Conn
 from shared.http import ApiError
@@ -67,7 +67,7 @@ async def change_members(
         if row["kind"] != "manual":
             raise ApiError(
                 409,
-                f"segment: {row['key']!r} is a {row['kind']} segment; only manual segments "
+                f"segment: {row['key']!r} is {kind_phrase(row['kind'])}; only manual segments "
                 "take members by hand",
                 "segment",
             )

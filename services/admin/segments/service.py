@@ -68,6 +68,12 @@ def _progress(status: str, stored: dict[str, Any] | None) -> Progress | None:
     return Progress(phase=stored["phase"], percent=stored["percent"])
 
 
+def kind_phrase(kind: str) -> str:
+    """A segment's kind for a sentence: "a dynamic segment", "the built-in All users
+    segment"."""
+    return "the built-in All users segment" if kind == "all" else f"a {kind} segment"
+
+
 def slugify(name: str) -> str:
     """A key from a name: accents dropped, lowercase, runs of other characters → '-'.
     Never empty and never all digits (a numeric path segment means an id)."""

@@ -220,11 +220,47 @@ async def _rename_leaves(
     return out
 
 
+async def _segments_using(
+    conn: Conn, env_id: int, key: str, value: str, own_segment: int | None
+) -> list[str]:
+    """Keys of the segments (the tag's own auto-segment aside) whose conditions would match
+    nobody without tag ``key: value``: a leaf naming it, or naming any value of ``key`` when
+    it is the key's last tag."""
+    last_of_key = not await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM tags WHERE env_id = $1 AND key = $2 AND value <> $3)",
+        env_id,
+        key,
+        value,
+    )
+    rows = await conn.fetch(
+        "SELECT id, key, conditions FROM segments WHERE env_id = $1 AND conditions IS NOT NULL",
+        env_id,
+    )
+    return sorted(
+        row["key"]
+        for row in rows
+        if row["id"] != own_segment
+        and any(
+            k == key and (v == value or (v is None and last_of_key))
+            for k, v in tag_refs(row["conditions"])
+        )
+    )
+
+
 async def delete_tag(conn: Conn, env_id: int, ref: str) -> TagOutcome:
-    """Delete a tag, who carries it, and its auto-segment (409 when other segments refer to
-    the auto-segment: then nothing is deleted)."""
+    """Delete a tag, who carries it, and its auto-segment. 409, deleting nothing, when other
+    segments' conditions use the tag (they would match nobody) or refer to its auto-segment,
+    as for deleting a segment others refer to."""
     async with conn.transaction():
-        tag_id, key, _value, segment_id = await _lock(conn, env_id, ref)
+        tag_id, key, value, segment_id = await _lock(conn, env_id, ref)
+        users = await _segments_using(conn, env_id, key, value, segment_id)
+        if users:
+            raise ApiError(
+                409,
+                f"tag: segments {', '.join(users)} use {key}: {value} in their conditions and "
+                "would match nobody; change them first",
+                "tag",
+            )
         if segment_id is not None and await find_segment(conn, env_id, str(segment_id)):
             await delete_segment(conn, env_id, str(segment_id))
         await conn.execute("DELETE FROM tags WHERE env_id = $1 AND id = $2", env_id, tag_id)
