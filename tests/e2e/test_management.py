@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 
+import asyncpg
 import httpx
 
+from shared.environments import ensure_environment
 from tests.admin.conftest import Receiver
 from tests.e2e.conftest import Api, eventually
 
@@ -101,5 +103,38 @@ async def test_webhook_resync_announces_every_current_member(api: Api) -> None:
         changes = (await api.admin.get("/v1/segments/course/changes")).json()["changes"]
         assert {c["cause"] for c in changes} == {"admin"}
         assert (await api.admin.post("/v1/webhooks/999999/resync")).status_code == 404
+    finally:
+        await receiver.close()
+
+
+async def test_exports_resync_and_keys_refuse_another_environments_keys(
+    api: Api, db: asyncpg.Pool
+) -> None:
+    resp = await api.admin.post("/v1/segments", json={"name": "Mine", "kind": "manual"})
+    assert resp.status_code == 201
+    await api.admin.post("/v1/segments/mine/members", json={"userIds": ["m-1"]})
+    receiver = await Receiver().start()
+    try:
+        hook = (await api.admin.post("/v1/webhooks", json={"url": receiver.url})).json()
+        async with db.acquire() as conn:
+            other = await ensure_environment(conn, f"other-mgmt-{api.env.id}")
+        theirs = {"Authorization": f"Bearer {other.secretKey}"}
+        resp = await api.admin.get(
+            "/v1/segments/mine/members", params={"format": "csv"}, headers=theirs
+        )
+        assert resp.status_code == 404
+        resp = await api.admin.get("/v1/users", params={"format": "csv"}, headers=theirs)
+        assert resp.status_code == 200 and resp.text.strip() == "userId"
+        resp = await api.admin.post(f"/v1/webhooks/{hook['id']}/resync", headers=theirs)
+        assert resp.status_code == 404
+        keys = (await api.admin.get("/v1/keys", headers=theirs)).json()
+        assert keys["writeKey"] == other.writeKey
+        write = {"Authorization": f"Bearer {api.env.writeKey}"}
+        for method, path in [
+            ("GET", "/v1/users?format=csv"),
+            ("GET", "/v1/segments/mine/members?format=csv"),
+            ("POST", f"/v1/webhooks/{hook['id']}/resync"),
+        ]:
+            assert (await api.admin.request(method, path, headers=write)).status_code == 403
     finally:
         await receiver.close()
