@@ -91,12 +91,12 @@ async def test_webhook_resync_announces_every_current_member(api: Api) -> None:
         async def got(n: int) -> bool:
             return len(synced()) >= n
 
-        await eventually(lambda: got(3))
+        await eventually(lambda: got(3), within=60)
         assert sorted(str(b["userId"]) for b in synced()) == ["s1", "s2", "s3"]
         assert {b["type"] for b in synced()} == {"segment.entered"}
         resp = await api.admin.post(f"/v1/webhooks/{hook['id']}/resync")
         assert resp.status_code == 202 and resp.json() == {"queued": 3}
-        await eventually(lambda: got(6))
+        await eventually(lambda: got(6), within=60)
         await asyncio.sleep(0.5)
         assert len(synced()) == 6
         # the change feed lists real entries only
