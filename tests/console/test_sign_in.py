@@ -33,7 +33,7 @@ async def test_wrong_password_is_refused_and_the_right_one_signs_in(
 
 async def test_no_data_without_a_session(context: BrowserContext, stack: ServiceStack) -> None:
     page = await context.new_page()
-    for path in ("/", "/segments"):
+    for path in ("/", "/segments", "/users", "/imports", "/tags", "/settings", "/users/u1"):
         await page.goto(path)
         await expect(page).to_have_url(re.compile(r"/sign-in"))
         await expect(page.get_by_label("Password")).to_be_visible()

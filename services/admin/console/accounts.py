@@ -90,6 +90,21 @@ async def save_account(conn: Conn, email: str, password: str, env_ids: list[int]
     return account_id
 
 
+async def add_to_environment(conn: Conn, email: str, password: str, env_id: int) -> bool:
+    """The Settings page's "add account": an existing account is given access to ``env_id``
+    (its password untouched: nobody resets another person's password from here); a new one
+    is created with ``password``. True when it was created."""
+    email = normalise_email(email)
+    existing = await conn.fetchval(
+        "SELECT id FROM console_accounts WHERE lower(email) = lower($1)", email
+    )
+    if existing is not None:
+        await grant(conn, existing, [env_id])
+        return False
+    await save_account(conn, email, password, [env_id])
+    return True
+
+
 async def grant(conn: Conn, account_id: int, env_ids: list[int]) -> None:
     """Let an account see these environments (already granted ones are kept)."""
     await conn.execute(

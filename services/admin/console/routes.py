@@ -6,7 +6,14 @@ from litestar import Router
 from litestar.di import Provide
 from litestar.static_files import create_static_files_router
 
-from services.admin.console import auth_pages, segment_pages, user_pages
+from services.admin.console import (
+    auth_pages,
+    catalog_pages,
+    import_pages,
+    segment_pages,
+    settings_pages,
+    user_pages,
+)
 from services.admin.console.web import (
     HERE,
     CsrfRefused,
@@ -48,6 +55,20 @@ def console_router() -> Router:
             user_pages.why,
             user_pages.tag_user,
             user_pages.erase,
+            import_pages.import_list,
+            import_pages.import_detail,
+            import_pages.import_start,
+            import_pages.import_cancel,
+            catalog_pages.tag_list,
+            catalog_pages.tag_change,
+            catalog_pages.attribute_list,
+            catalog_pages.attribute_type,
+            catalog_pages.attribute_warnings,
+            settings_pages.settings_page,
+            settings_pages.rotate_key,
+            settings_pages.webhook_change,
+            settings_pages.deliveries,
+            settings_pages.account_change,
         ],
         dependencies={"console": Provide(provide_console)},
         exception_handlers={SignInRequired: sign_in_redirect, CsrfRefused: csrf_refused},

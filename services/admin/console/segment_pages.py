@@ -54,13 +54,7 @@ async def segment_new(
 
 
 async def _segment(console: ConsoleDep, key: str) -> dict[str, Any] | Response[str]:
-    try:
-        found: dict[str, Any] = await console.api.get(f"/v1/segments/{quote(key, safe='')}")
-    except ApiFailure as exc:
-        if exc.status == 404:
-            return console.message("No such segment", exc.message, 404)
-        raise
-    return found
+    return await console.find(f"/v1/segments/{quote(key, safe='')}", "segment")
 
 
 @get("/segments/{key:str}/edit", include_in_schema=False)

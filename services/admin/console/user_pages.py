@@ -138,12 +138,9 @@ async def _attribute_types(console: ConsoleDep) -> dict[str, str]:
 @get("/users/{user_id:str}", include_in_schema=False)
 async def user_profile(console: ConsoleDep, user_id: FromPath[str]) -> Response[str]:
     path = f"/v1/users/{quote(user_id, safe='')}"
-    try:
-        profile = await console.api.get(path)
-    except ApiFailure as exc:
-        if exc.status == 404:
-            return console.message("No such user", exc.message, 404)
-        raise
+    profile = await console.find(path, "user")
+    if isinstance(profile, Response):
+        return profile
     events = (await console.api.get(f"{path}/events", limit=20))["events"]
     changes = (await console.api.get(f"{path}/changes", limit=30))["changes"]
     tags = (await console.api.get("/v1/tags"))["tags"]

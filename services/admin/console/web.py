@@ -17,7 +17,7 @@ from litestar.di import NamedDependency
 from litestar.response import Redirect
 
 from services.admin.console.accounts import EnvironmentChoice, environments_of
-from services.admin.console.api import ConsoleApi
+from services.admin.console.api import ApiFailure, ConsoleApi
 from services.admin.console.sessions import (
     COOKIE,
     CSRF_HEADER,
@@ -81,6 +81,16 @@ class Console:
             console=self, nav=NAV, path=self.request.url.path, **context
         )
         return Response(html, status_code=status, media_type="text/html; charset=utf-8")
+
+    async def find(self, path: str, what: str) -> dict[str, Any] | Response[str]:
+        """The API's object at ``path``, or the "No such <what>" page when it answers 404."""
+        try:
+            found: dict[str, Any] = await self.api.get(path)
+        except ApiFailure as exc:
+            if exc.status == 404:
+                return self.message(f"No such {what}", exc.message, 404)
+            raise
+        return found
 
     def message(self, title: str, message: str, status: int) -> Response[str]:
         """A page saying why something was refused (the API's message, usually)."""
