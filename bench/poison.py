@@ -9,7 +9,7 @@ in the middle of the batch's writes, as it does for a NUL in text (which ingest 
 the door, so a bench cannot send one through it). Each run drains a fresh set of users (first
 sight), clean and poisoned runs alternate, medians are printed.
 
-    .venv/bin/python -m bench.poison [--rows 1000] [--runs 7] [--segments 50]
+    .venv/bin/python -m bench.poison [--rows 1000] [--runs 7] [--segments 50] [--position N]
 """
 
 from __future__ import annotations
@@ -63,6 +63,9 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--segments", type=int, default=50)
+    parser.add_argument(
+        "--position", type=int, default=None, help="of the poison row (default: random)"
+    )
     args = parser.parse_args()
 
     prefix = f"benchp{os.getpid()}"
@@ -89,7 +92,8 @@ async def main() -> None:
                 clean.append(seconds)
 
                 bodies = messages(args.rows - 1, 10**9, 1.0, f"p{run}-")
-                bodies.insert(random.randrange(args.rows), poison(str(run)))
+                position = random.randrange(args.rows) if args.position is None else args.position
+                bodies.insert(position, poison(str(run)))
                 await fill(pool, env.id, bodies)
                 seconds, stats = await drain_once(pool, cache, catalog, args.rows)
                 assert stats.dead == 1, stats
