@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 import uvloop
 from arq import cron
 from arq.connections import RedisSettings
+from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 
 from services.worker.drain import DrainStats, drain_round
@@ -37,7 +38,7 @@ from shared.membership import (
     stale_recomputes,
 )
 from shared.membership_cache import MembershipCache, rebuild_cache
-from shared.redis_keys import cache_marker_key, queue_name
+from shared.redis_keys import cache_marker_key, drain_job_id, queue_name
 from shared.settings import Settings
 
 log = logging.getLogger("segments.worker")
@@ -75,6 +76,11 @@ async def _startup(ctx: dict[str, Any]) -> None:
     ctx["cache"] = MembershipCache(ctx["cache_redis"], settings.redis_prefix)
     ctx["catalog"] = SegmentCatalog()
     ctx["drain_lock"] = asyncio.Lock()
+    # A worker killed in a drain job leaves arq's in-progress mark on the drain job id for the
+    # longest job timeout (an hour): ingest's enqueues are deduplicated into that dead job and
+    # only the sweep drains meanwhile. Drains are idempotent and share the inbox through SKIP
+    # LOCKED, so the mark is dropped and the job runs again now.
+    await ctx["redis"].delete(in_progress_key_prefix + drain_job_id(settings.redis_prefix))
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:

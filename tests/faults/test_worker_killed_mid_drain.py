@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections import Counter
 
 import asyncpg
+from arq.connections import RedisSettings, create_pool
+from arq.constants import in_progress_key_prefix, job_key_prefix
 
+from shared.redis_keys import drain_job_id, queue_name
 from tests.conftest import ServiceStack
 from tests.e2e.conftest import Api, eventually
 
@@ -66,3 +70,31 @@ async def test_kill_the_worker_mid_drain_and_every_acknowledged_message_applies_
         await db.fetchval("SELECT count(*) FROM processed_messages WHERE env_id = $1", env_id)
         == MESSAGES
     )
+
+
+async def test_a_drain_job_left_running_by_a_killed_worker_runs_again_at_start(
+    fault_stack: ServiceStack,
+) -> None:
+    """A worker killed in the drain job leaves arq's in-progress mark for the longest job
+    timeout (an hour): until then ingest's enqueues are deduplicated into the dead job and
+    only the sweep drains. A starting worker drops the mark, so the job runs at once."""
+    stack = fault_stack
+    settings = stack.settings
+    assert settings.redis_url is not None
+    stack.kill("worker", signal.SIGKILL)
+    job_id = drain_job_id(settings.redis_prefix)
+    arq = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    try:
+        await arq.delete(job_key_prefix + job_id)
+        await arq.enqueue_job(
+            "drain", _job_id=job_id, _queue_name=queue_name(settings.redis_prefix)
+        )
+        await arq.psetex(in_progress_key_prefix + job_id, 3_600_000, b"1")  # as the kill left it
+        await asyncio.to_thread(stack.start, "worker")
+
+        async def ran() -> bool:
+            return not await arq.exists(job_key_prefix + job_id)
+
+        await eventually(ran, within=10)
+    finally:
+        await arq.aclose()
