@@ -76,11 +76,13 @@ async def _startup(ctx: dict[str, Any]) -> None:
     ctx["cache"] = MembershipCache(ctx["cache_redis"], settings.redis_prefix)
     ctx["catalog"] = SegmentCatalog()
     ctx["drain_lock"] = asyncio.Lock()
-    # A worker killed in a drain job leaves arq's in-progress mark on the drain job id for the
-    # longest job timeout (an hour): ingest's enqueues are deduplicated into that dead job and
-    # only the sweep drains meanwhile. Drains are idempotent and share the inbox through SKIP
-    # LOCKED, so the mark is dropped and the job runs again now.
-    await ctx["redis"].delete(in_progress_key_prefix + drain_job_id(settings.redis_prefix))
+    # A worker killed in a drain (or cache rebuild) job leaves arq's in-progress mark on that
+    # fixed job id for the longest job timeout (an hour): enqueues are deduplicated into the
+    # dead job meanwhile (only the sweep drains). Both jobs are idempotent and may run in two
+    # workers at once (the inbox is shared through SKIP LOCKED, Redis writes are versioned),
+    # so the marks are dropped and the jobs run again now.
+    fixed_ids = (drain_job_id(settings.redis_prefix), _rebuild_job_id(settings.redis_prefix))
+    await ctx["redis"].delete(*(in_progress_key_prefix + job_id for job_id in fixed_ids))
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
@@ -139,8 +141,14 @@ async def _rebuild_if_flushed(ctx: dict[str, Any]) -> None:
     marker = cache_marker_key(settings.redis_prefix)
     if await ctx["cache_redis"].set(marker, "1", nx=True):
         await ctx["redis"].enqueue_job(
-            "rebuild_cache", _job_id=f"{settings.redis_prefix}:rebuild", _queue_name=ctx["queue"]
+            "rebuild_cache",
+            _job_id=_rebuild_job_id(settings.redis_prefix),
+            _queue_name=ctx["queue"],
         )
+
+
+def _rebuild_job_id(prefix: str) -> str:
+    return f"{prefix}:rebuild"
 
 
 async def rebuild(ctx: dict[str, Any], env_id: int | None = None) -> int:
@@ -270,6 +278,8 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("arq", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # a traceback per reconnection attempt while PostgreSQL is down; our own line says it
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 
 
 def run_worker(settings: Settings) -> None:

@@ -179,14 +179,24 @@ class ResilientWorker(Worker):  # type: ignore[misc]
         # back on every path but an exception: a slot lost per Redis error would, after
         # max_jobs of them, block the worker for good. Start jobs one by one and give the
         # slot back when a Redis error stopped the start.
-        for job_id in job_ids:
+        for raw_id in job_ids:
             if self.job_counter >= self.max_jobs:
                 return  # as arq does: the rest waits for the next poll
-            task_before = self.tasks.get(job_id.decode())
+            job_id = raw_id.decode()
+            previous = self.tasks.get(job_id)
+            if previous is not None:
+                if not previous.done():
+                    # Still running here: a restarted Redis lost its in-progress mark and the
+                    # job (a fixed id: drain) was enqueued again. arq would run it twice in
+                    # this process, and its bookkeeping (one entry per id) then fails. It
+                    # stays queued and starts once this run ends.
+                    continue
+                if not previous.cancelled():
+                    previous.exception()  # replaced below: its outcome was handled in run_job
             try:
-                await super().start_jobs([job_id])
+                await super().start_jobs([raw_id])
             except REDIS_GONE:
-                if self.tasks.get(job_id.decode()) is task_before:
+                if self.tasks.get(job_id) is previous:
                     self._release_sem_dec_counter_on_complete()
                 raise
 
@@ -196,3 +206,7 @@ class ResilientWorker(Worker):  # type: ignore[misc]
         except REDIS_GONE:
             self.unfinished.add(job_id)
             raise
+        except Exception:
+            # The job's own failures are handled inside arq's run_job; what escapes is arq's
+            # bookkeeping, which must not end the poll loop (and the process) for every job.
+            log.exception("arq's bookkeeping of job %s failed", job_id)

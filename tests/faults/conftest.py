@@ -14,7 +14,7 @@ from shared.db import create_pool
 from shared.environments import EnvironmentKeys
 from shared.migrate import migrate
 from shared.settings import Settings
-from tests.conftest import ServiceStack, pool_for, running_stack
+from tests.conftest import TEST_DATA, ServiceStack, pool_for, running_stack
 from tests.e2e.conftest import Api
 from tests.faults.servers import PrivateServers
 
@@ -56,7 +56,8 @@ def fault_settings(servers: PrivateServers) -> Settings:
 
 @pytest.fixture(scope="package")
 def fault_stack(fault_settings: Settings, servers: PrivateServers) -> Iterator[ServiceStack]:
-    with running_stack(fault_settings, servers.folder / "logs") as stack:
+    # the logs outlive the servers' temporary folder, to read after a failure
+    with running_stack(fault_settings, TEST_DATA / "logs" / "faults") as stack:
         yield stack
 
 
