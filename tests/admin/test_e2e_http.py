@@ -30,17 +30,21 @@ async def test_admin_then_query_over_http(
         )
         assert resp.status_code == 201, resp.text
         seg = resp.json()
-        pk = await db.fetchval(
-            """INSERT INTO users (env_id, user_id, first_seen_at, last_seen_at, membership_version)
-               VALUES ($1, 'e2e-user', now(), now(), 1) RETURNING id""",
-            env.id,
-        )
-        await db.execute(
-            "INSERT INTO memberships (env_id, segment_id, user_pk) VALUES ($1, $2, $3)",
-            env.id,
-            int(seg["id"]),
-            pk,
-        )
+        # one transaction: a cache rebuild by the stack's worker (another test emptied this
+        # session's Redis keys) must never see the user without its membership
+        async with db.acquire() as conn, conn.transaction():
+            pk = await conn.fetchval(
+                """INSERT INTO users (env_id, user_id, first_seen_at, last_seen_at,
+                                      membership_version)
+                   VALUES ($1, 'e2e-user', now(), now(), 1) RETURNING id""",
+                env.id,
+            )
+            await conn.execute(
+                "INSERT INTO memberships (env_id, segment_id, user_pk) VALUES ($1, $2, $3)",
+                env.id,
+                int(seg["id"]),
+                pk,
+            )
         query = stack.url("query")
         for _ in range(2):
             resp = await http.get(query + "/v1/users/e2e-user/segments/beta-testers", headers=write)
