@@ -255,6 +255,7 @@ def build_worker(settings: Settings) -> Worker:
                 timeout=RUN_SECONDS + 120,
             ),
         ],
+        while_redis_down=needs_postgres(drain),
         queue_name=queue_name(settings.redis_prefix),
         redis_settings=redis_settings,
         on_startup=_startup,

@@ -141,12 +141,24 @@ class ResilientWorker(Worker):  # type: ignore[misc]
     keep arq's in-progress mark, which would block their id for ``job_timeout``; once Redis
     answers again those marks are dropped so the jobs run again (every job is idempotent)
     if Redis kept them. A restarted Redis lost its queue: the sweep finds the inbox rows.
+
+    While Redis is down arq can neither hand out jobs nor schedule crons (both live in
+    Redis), so ``while_redis_down(ctx)`` (the inbox drain) is run directly after each failed
+    poll, one at a time: messages keep being applied in PostgreSQL, which is where the query
+    service reads during the outage.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        while_redis_down: Callable[[dict[str, Any]], Coroutine[Any, Any, Any]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.redis_dependency = Dependency("redis", Backoff(first=0.25, cap=5.0))
         self.unfinished: set[str] = set()
+        self.while_redis_down = while_redis_down
+        self._outage_work: asyncio.Task[Any] | None = None
 
     async def main(self) -> None:
         while self._pool is None:  # wait for Redis at start-up, however long it takes
@@ -170,9 +182,18 @@ class ResilientWorker(Worker):  # type: ignore[misc]
                 await self.pool.delete(*keys)
                 self.unfinished.clear()
         except REDIS_GONE as exc:
-            await asyncio.sleep(self.redis_dependency.failed(exc))
+            delay = self.redis_dependency.failed(exc)
+            self._work_without_redis()
+            await asyncio.sleep(delay)
             return
         self.redis_dependency.succeeded()
+
+    def _work_without_redis(self) -> None:
+        if self.while_redis_down is None or "pool" not in self.ctx:  # not started up yet
+            return
+        if self._outage_work is None or self._outage_work.done():
+            self._outage_work = asyncio.create_task(self.while_redis_down(self.ctx))
+            self._outage_work.add_done_callback(_log_failure)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         # arq takes a job slot (semaphore + counter) before its Redis round trips and gives it
@@ -210,3 +231,8 @@ class ResilientWorker(Worker):  # type: ignore[misc]
             # The job's own failures are handled inside arq's run_job; what escapes is arq's
             # bookkeeping, which must not end the poll loop (and the process) for every job.
             log.exception("arq's bookkeeping of job %s failed", job_id)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("work without Redis failed: %r", exc)

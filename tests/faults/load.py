@@ -45,6 +45,8 @@ class Load:
         self.reads_failed = 0
         self._issued = 0
         self._done = asyncio.Event()
+        self._running = asyncio.Event()
+        self._running.set()
         self._rng = random.Random(7)
 
     async def run(self) -> None:
@@ -58,6 +60,7 @@ class Load:
 
     async def _producer(self, k: int) -> None:
         while self._issued < self.messages:
+            await self._running.wait()
             start = self._issued
             count = min(PER_REQUEST, self.messages - start)
             self._issued += count
@@ -74,6 +77,13 @@ class Load:
             await self._send(batch)
             self.sent.update(users)
             self.acked += count
+
+    def pause(self) -> None:
+        """Producers stop after their current request (readers go on)."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
 
     async def _send(self, batch: list[dict[str, Any]]) -> None:
         while True:
