@@ -76,7 +76,7 @@ def run_service(service: str, settings: Settings) -> None:
         return
     import importlib
 
-    import uvicorn
+    from services.http_server import serve
 
     # import only the app being run, so one service starts without the others' modules
     create_app = importlib.import_module(f"services.{service}.app").create_app
@@ -85,16 +85,7 @@ def run_service(service: str, settings: Settings) -> None:
         "query": settings.query_port,
         "admin": settings.admin_port,
     }
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=ports[service],
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
+    serve(create_app(settings), settings, ports[service])
 
 
 def check_service(service: str, settings: Settings) -> bool:

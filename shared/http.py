@@ -65,11 +65,18 @@ class ErrorBody(msgspec.Struct, omit_defaults=False):
 class ApiError(Exception):
     """Raise from a handler to answer ``status`` with :class:`ErrorBody`."""
 
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self.headers = headers
 
 
 _encoder = msgspec.json.Encoder()
@@ -84,7 +91,10 @@ def error_response(status: int, message: str, field: str | None = None) -> Respo
 
 
 def _api_error_handler(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
-    return error_response(exc.status, exc.message, exc.field)
+    response = error_response(exc.status, exc.message, exc.field)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
 
 
 def _http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
@@ -102,6 +112,7 @@ def _http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Re
         field = "method"
     elif exc.status_code == 413:
         field = "body"
+        message = f"body: larger than this endpoint accepts ({message})"
     return error_response(exc.status_code, message, field)
 
 

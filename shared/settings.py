@@ -59,6 +59,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: list may run in PostgreSQL (statement_timeout) before it is a 422 asking for a simpler
     #: condition. Previews over 100,000 users take 0.1-0.3 s.
     admin_query_timeout_seconds: float = 10.0
+    #: SEGMENTS_RATE_LIMIT_KEY_PER_SECOND: requests per second one API key may make to ingest
+    #: or query, per process (0: no limit). Above what one process serves (about 11,000
+    #: identifies/s on 2 cores), so only a key flooding several processes' share is held back.
+    rate_limit_key_per_second: float = 10_000.0
+    #: SEGMENTS_RATE_LIMIT_ADDRESS_PER_SECOND: requests per second from one client address,
+    #: per process (0: no limit). A browser sends at most one batch per 50 ms while busy, a
+    #: server SDK a batch every few seconds: 2,000/s is an office of thousands behind one NAT.
+    rate_limit_address_per_second: float = 2_000.0
+    #: SEGMENTS_RATE_LIMIT_BURST_SECONDS: a bucket holds this many seconds of its rate.
+    rate_limit_burst_seconds: float = 2.0
+    #: SEGMENTS_TRUSTED_PROXIES: addresses whose X-Forwarded-For names the client (comma
+    #: separated, "*" for any): set it to your load balancer's, or every client shares its
+    #: address limit.
+    trusted_proxies: str = "127.0.0.1"
+    #: SEGMENTS_HTTP_MAX_HEADER_BYTES: request line and headers larger than this get a 431.
+    http_max_header_bytes: int = 16 * 1024
+    #: SEGMENTS_HTTP_HEADER_TIMEOUT_SECONDS: a request whose headers are not complete this long
+    #: after its first byte (or after the connection opened) gets a 408 and is closed.
+    http_header_timeout_seconds: float = 10.0
+    #: SEGMENTS_HTTP_MAX_CONCURRENCY: connections and requests one HTTP process serves at once;
+    #: beyond, new requests get a 503 at once.
+    http_max_concurrency: int = 2000
 
 
 _ENV_NAMES: dict[str, str] = {
@@ -83,6 +105,13 @@ _ENV_NAMES: dict[str, str] = {
     "webhook_allow_private": "SEGMENTS_WEBHOOK_ALLOW_PRIVATE",
     "import_max_bytes": "SEGMENTS_IMPORT_MAX_BYTES",
     "admin_query_timeout_seconds": "SEGMENTS_ADMIN_QUERY_TIMEOUT_SECONDS",
+    "rate_limit_key_per_second": "SEGMENTS_RATE_LIMIT_KEY_PER_SECOND",
+    "rate_limit_address_per_second": "SEGMENTS_RATE_LIMIT_ADDRESS_PER_SECOND",
+    "rate_limit_burst_seconds": "SEGMENTS_RATE_LIMIT_BURST_SECONDS",
+    "trusted_proxies": "SEGMENTS_TRUSTED_PROXIES",
+    "http_max_header_bytes": "SEGMENTS_HTTP_MAX_HEADER_BYTES",
+    "http_header_timeout_seconds": "SEGMENTS_HTTP_HEADER_TIMEOUT_SECONDS",
+    "http_max_concurrency": "SEGMENTS_HTTP_MAX_CONCURRENCY",
 }
 
 

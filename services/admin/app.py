@@ -33,6 +33,7 @@ from shared.redis_keys import queue_name
 from shared.settings import Settings
 
 _HELLO = b'{"hello":"world"}'
+MAX_BODY_BYTES = 3 * 1024 * 1024
 
 
 @get("/hello")
@@ -98,4 +99,7 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[lifespan],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         middleware=[refuse_nul],
+        # the largest JSON body is 10,000 members of 255 characters (2.6 MB); CSV imports
+        # stream under their own limit (their route lifts this one)
+        request_max_body_size=MAX_BODY_BYTES,
     )

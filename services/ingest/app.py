@@ -13,6 +13,7 @@ from services.ingest.routes import Ingest, build_routes
 from shared.db import create_pool
 from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, browser_cors, refuse_nul
 from shared.messages import MAX_REQUEST_BYTES
+from shared.rate_limit import RequestLimits
 from shared.settings import Settings
 
 #: Flusher tasks of the inbox writer: one flushing while the others gather the next batches.
@@ -25,6 +26,7 @@ def create_app(settings: Settings) -> Litestar:
         raise ValueError("ingest needs database_url and redis_url")
     database_url, redis_url = settings.database_url, settings.redis_url
     ingest = Ingest()
+    ingest.limits = RequestLimits.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

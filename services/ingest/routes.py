@@ -30,6 +30,7 @@ from services.ingest.intake import (
 )
 from shared.environments import Environment
 from shared.http import ApiError, EnvironmentCache, key_from_headers
+from shared.rate_limit import RequestLimits
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class Ingest:
     pool: asyncpg.Pool
     cache: EnvironmentCache
     writer: InboxWriter
+    limits: RequestLimits
 
 
 def _json(body: bytes, status: int = 200) -> ASGIResponse:
@@ -111,12 +113,14 @@ def build_routes(ingest: Ingest) -> list[HTTPRouteHandler]:
 
     async def single(request: Request[Any, Any, Any], type_: str) -> ASGIResponse:
         received_at = datetime.now(UTC)
+        ingest.limits.check_address(request.scope)
         headers = dict(request.scope["headers"])
         body = await _read_body(request, headers)
         env = await _header_env(headers, ingest.cache)
         wire = decode_message(body)
         if env is None:
             env = await _authenticate(ingest.cache, wire.writeKey)
+        ingest.limits.check_key(env)
         await _commit(ingest.writer, accept_single(wire, env, received_at, type_))
         return _json(_OK)
 
@@ -154,12 +158,14 @@ def build_routes(ingest: Ingest) -> list[HTTPRouteHandler]:
     async def batch(request: Request[Any, Any, Any]) -> ASGIResponse:
         """Segment batch: valid messages are kept, invalid ones reported by index."""
         received_at = datetime.now(UTC)
+        ingest.limits.check_address(request.scope)
         headers = dict(request.scope["headers"])
         body = await _read_body(request, headers)
         env = await _header_env(headers, ingest.cache)
         envelope = decode_envelope(body)
         if env is None:
             env = await _authenticate(ingest.cache, envelope.writeKey)
+        ingest.limits.check_key(env)
         rows, rejected = accept_batch(envelope, env, received_at)
         if not rows:
             return _json(_encoder.encode(batch_failure(rejected)), 422)

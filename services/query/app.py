@@ -33,9 +33,11 @@ from shared.http import (
     refuse_nul,
 )
 from shared.membership_cache import MembershipCache
+from shared.rate_limit import RequestLimits
 from shared.settings import Settings
 
 _HELLO = b'{"hello":"world"}'
+MAX_BODY_BYTES = 300 * 1024
 # URL schemes the pipelined reader speaks (TLS ones go through redis-py).
 _PIPELINED = ("redis://", "unix://")
 
@@ -73,6 +75,7 @@ def create_app(settings: Settings) -> Litestar:
                 envs=EnvironmentCache(pool, settings.cache_seconds),
                 catalog=SegmentCatalog(pool, settings.cache_seconds),
                 memberships=Memberships(cache, pool, reader),
+                limits=RequestLimits.from_settings(settings),
             )
             yield
         finally:
@@ -95,5 +98,8 @@ def create_app(settings: Settings) -> Litestar:
         exception_handlers=dict(EXCEPTION_HANDLERS),
         middleware=[refuse_nul],
         cors_config=browser_cors(),
+        # the largest legitimate body, a check of 1,000 segment keys of 255 characters, is
+        # 258 KB; everything else is refused with a 413 before it is read
+        request_max_body_size=MAX_BODY_BYTES,
         openapi_config=None,
     )

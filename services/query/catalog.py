@@ -3,7 +3,9 @@
 The query service answers "which segments is U in" from Redis sets of segment ids; this catalog
 turns ids into ``{"id", "key", "name"}`` and keys into ids. It is reloaded from PostgreSQL every
 ``ttl`` seconds, and at once when a caller names a key or id it does not know (so a segment
-created a moment ago is found, not answered with 404). Ids found in a membership set but not in
+created a moment ago is found, not answered with 404) unless it was loaded less than
+:data:`UNKNOWN_SECONDS` ago: a flood of unknown names (a check naming 1,000 of them) costs one
+load, not one each. Ids found in a membership set but not in
 the catalog belong to deleted segments and are left out of every answer.
 """
 
@@ -53,6 +55,10 @@ class EnvSegments:
         return found
 
 
+#: An unknown name is answered from a load at most this old (a segment created within it may
+#: still be unknown to this process for that long).
+UNKNOWN_SECONDS = 0.25
+
 _LOAD = "SELECT id, key, name, kind FROM segments WHERE env_id = $1"
 _HIGH_WATER = "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('segments', 'id')), 0)"
 
@@ -65,6 +71,8 @@ class SegmentCatalog:
         self.ttl = ttl
         self._envs: dict[int, EnvSegments] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        #: loads from PostgreSQL so far (for tests and operators)
+        self.loads = 0
 
     async def get(self, env_id: int) -> EnvSegments:
         """The environment's segments, no older than ``ttl`` seconds."""
@@ -84,12 +92,13 @@ class SegmentCatalog:
 
     async def resolve(self, env_id: int, ref: str) -> tuple[EnvSegments, int | None]:
         """(segments, id of the segment named by key or id ``ref`` or None when it does not
-        exist). An unknown ``ref`` triggers a reload begun after this call, so the answer None
-        is never older than the question."""
+        exist). An unknown ``ref`` triggers a reload unless the last one began less than
+        :data:`UNKNOWN_SECONDS` ago, so the answer None is at most that much older than the
+        question."""
         segments = await self.get(env_id)
         found = segments.lookup(ref)
         if found is None:
-            segments = await self._reload(env_id, since=time.monotonic())
+            segments = await self._reload(env_id, since=time.monotonic() - UNKNOWN_SECONDS)
             found = segments.lookup(ref)
         return segments, found
 
@@ -104,6 +113,7 @@ class SegmentCatalog:
             if current is not None and current.loaded_at >= since:
                 return current
             started = time.monotonic()
+            self.loads += 1
             async with self.pool.acquire() as conn:
                 high_water = await conn.fetchval(_HIGH_WATER)
                 rows = await conn.fetch(_LOAD, env_id)

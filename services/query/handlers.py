@@ -14,6 +14,7 @@ from litestar.params import FromPath
 from services.query.auth import verify_identity
 from services.query.catalog import EnvSegments, SegmentRef
 from services.query.state import QueryState
+from shared.environments import Environment
 from shared.http import ApiError, decode_json, key_from_headers
 from shared.messages import id_text
 from shared.redis_keys import ANONYMOUS_MARK, anonymous
@@ -69,6 +70,14 @@ def _check_user_id(user_id: str, status: int = 400, field: str = "userId") -> No
         raise ApiError(status, f"{field}: must be 1 to {MAX_USER_ID} characters", field)
 
 
+async def _caller(q: QueryState, request: Request[Any, Any, Any]) -> Environment:
+    """The caller's environment, within the rate limits of its address and key."""
+    q.limits.check_address(request.scope)
+    env = await q.envs.require(key_from_headers(request.headers))
+    q.limits.check_key(env)
+    return env
+
+
 def _is_member(segs: EnvSegments, known: bool, ids: set[int], segment_id: int) -> bool:
     # "All users" holds for every known user, whether or not a membership row was written.
     return segment_id in ids or (known and segment_id == segs.all_id)
@@ -77,7 +86,7 @@ def _is_member(segs: EnvSegments, known: bool, ids: set[int], segment_id: int) -
 async def _segments(request: Request[Any, Any, Any], ident: str, field: str) -> list[SegmentRef]:
     """The segments of ``ident`` (a userId, or a marked anonymous id; ``field`` names it)."""
     q = _state(request)
-    env = await q.envs.require(key_from_headers(request.headers))
+    env = await _caller(q, request)
     shown = ident.removeprefix(ANONYMOUS_MARK)
     _check_user_id(shown, field=field)
     verify_identity(env, request.headers, shown)
@@ -93,7 +102,7 @@ async def _in_segment(
     request: Request[Any, Any, Any], ident: str, field: str, segment: str
 ) -> Response[bytes]:
     q = _state(request)
-    env = await q.envs.require(key_from_headers(request.headers))
+    env = await _caller(q, request)
     shown = ident.removeprefix(ANONYMOUS_MARK)
     _check_user_id(shown, field=field)
     verify_identity(env, request.headers, shown)
@@ -168,7 +177,7 @@ async def check(request: Request[Any, Any, Any]) -> Response[bytes]:
     asking about a segment that was deleted needs an answer, not an error).
     """
     q = _state(request)
-    env = await q.envs.require(key_from_headers(request.headers))
+    env = await _caller(q, request)
     body = decode_json(_check_decoder, await request.body())
     ident, shown = _check_subject(body)
     if len(body.segments) > MAX_CHECK_SEGMENTS:

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from services.query.catalog import SegmentCatalog
 from services.query.memberships import Memberships
 from shared.http import EnvironmentCache
+from shared.rate_limit import RequestLimits
 
 
 @dataclass(slots=True)
@@ -21,3 +22,4 @@ class QueryState:
     envs: EnvironmentCache
     catalog: SegmentCatalog
     memberships: Memberships
+    limits: RequestLimits

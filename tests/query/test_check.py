@@ -67,3 +67,16 @@ async def test_check_takes_a_numeric_user_id_as_ingest_does(
         resp = await query.post("/v1/check", json=body, headers=bearer(env.writeKey))
         assert resp.status_code == 200, resp.text
         assert resp.json()["results"] == {"beta": True}
+
+
+async def test_unknown_segment_names_cost_one_catalog_load_not_one_each(
+    query: Client, env: EnvironmentKeys
+) -> None:
+    catalog = query.app.state.query.catalog
+    names = [f"nope-{i}" for i in range(1000)]
+    before = catalog.loads
+    body = {"userId": "u1", "segments": names}
+    resp = await query.post("/v1/check", json=body, headers=bearer(env.writeKey))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["unknownSegments"] == names
+    assert catalog.loads - before <= 2  # the environment's first load, then one for unknowns

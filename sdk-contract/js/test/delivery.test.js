@@ -116,6 +116,37 @@ test('an HTTP-date Retry-After is honoured too', async () => {
   assert.equal(fetch.calls.length, 2);
 });
 
+test("ingest's rate limit (429 with Retry-After in seconds) is waited out, nothing lost", async () => {
+  mock.timers.enable({ apis: ['setTimeout'] });
+  // the answer ingest gives when a write key or an address is over its rate limit
+  const limited = response(
+    429,
+    { error: 'too many requests for this API key: at most 10000 per second; retry after 3 s', field: 'authorization' },
+    { 'Retry-After': '3' },
+  );
+  const fetch = fakeFetch((_, n) => (n <= 2 ? limited : undefined));
+  const c = client(fetch, new FakeStorage(), { retryBase: 10 });
+  const acked = c.identify('u1', { plan: 'pro' });
+  mock.timers.tick(50);
+  await settle();
+  assert.equal(fetch.calls.length, 1);
+  mock.timers.tick(2999);
+  await settle();
+  assert.equal(fetch.calls.length, 1, 'not before Retry-After');
+  mock.timers.tick(1);
+  await settle();
+  assert.equal(fetch.calls.length, 2, 'limited again');
+  mock.timers.tick(2999);
+  await settle();
+  assert.equal(fetch.calls.length, 2, 'again not before Retry-After');
+  mock.timers.tick(1);
+  await settle();
+  assert.equal(fetch.calls.length, 3);
+  await acked;
+  const ids = fetch.batches().map((b) => b.body.batch.map((m) => m.messageId));
+  assert.deepEqual(ids[2], ids[0], 'the same message, once acknowledged');
+});
+
 test('network errors back off exponentially with jitter, then deliver once', async () => {
   mock.timers.enable({ apis: ['setTimeout'] });
   mock.method(Math, 'random', () => 0.999); // jitter at its top: delay ~ base * 2^n
