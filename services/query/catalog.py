@@ -3,9 +3,10 @@
 The query service answers "which segments is U in" from Redis sets of segment ids; this catalog
 turns ids into ``{"id", "key", "name"}`` and keys into ids. It is reloaded from PostgreSQL every
 ``ttl`` seconds, and at once when a caller names a key or id it does not know (so a segment
-created a moment ago is found, not answered with 404) unless it was loaded less than
-:data:`UNKNOWN_SECONDS` ago: a flood of unknown names (a check naming 1,000 of them) costs one
-load, not one each. Ids found in a membership set but not in
+created a moment ago is found, not answered with 404). A check naming many keys
+(:meth:`SegmentCatalog.resolve_many`) reloads at most once, and remembers the names still
+unknown for :data:`UNKNOWN_SECONDS`: a flood of unknown names (1,000 in one check, or the same
+ones in every check) no longer costs a load each. Ids found in a membership set but not in
 the catalog belong to deleted segments and are left out of every answer.
 """
 
@@ -55,9 +56,12 @@ class EnvSegments:
         return found
 
 
-#: An unknown name is answered from a load at most this old (a segment created within it may
-#: still be unknown to this process for that long).
-UNKNOWN_SECONDS = 0.25
+#: How long a name a check found in no segment is answered "unknown" without a reload (a
+#: segment created with that key within it reads as unknown to checks for that long).
+UNKNOWN_SECONDS = 1.0
+#: Unknown names remembered per environment at most (a flood of random names must not grow
+#: memory for ever).
+MAX_UNKNOWN = 10_000
 
 _LOAD = "SELECT id, key, name, kind FROM segments WHERE env_id = $1"
 _HIGH_WATER = "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('segments', 'id')), 0)"
@@ -71,6 +75,8 @@ class SegmentCatalog:
         self.ttl = ttl
         self._envs: dict[int, EnvSegments] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        #: env id -> name -> monotonic time until which it is known to be unknown
+        self._unknown: dict[int, dict[str, float]] = {}
         #: loads from PostgreSQL so far (for tests and operators)
         self.loads = 0
 
@@ -92,14 +98,33 @@ class SegmentCatalog:
 
     async def resolve(self, env_id: int, ref: str) -> tuple[EnvSegments, int | None]:
         """(segments, id of the segment named by key or id ``ref`` or None when it does not
-        exist). An unknown ``ref`` triggers a reload unless the last one began less than
-        :data:`UNKNOWN_SECONDS` ago, so the answer None is at most that much older than the
-        question."""
+        exist). An unknown ``ref`` triggers a reload begun after this call, so the answer None
+        is never older than the question."""
         segments = await self.get(env_id)
         found = segments.lookup(ref)
         if found is None:
-            segments = await self._reload(env_id, since=time.monotonic() - UNKNOWN_SECONDS)
+            segments = await self._reload(env_id, since=time.monotonic())
             found = segments.lookup(ref)
+        return segments, found
+
+    async def resolve_many(
+        self, env_id: int, refs: list[str], segments: EnvSegments
+    ) -> tuple[EnvSegments, dict[str, int | None]]:
+        """Like :meth:`resolve` for many keys or ids, starting from ``segments``: one reload
+        at most, and none for names found unknown less than :data:`UNKNOWN_SECONDS` ago."""
+        now = time.monotonic()
+        unknown = self._unknown.get(env_id, {})
+        found = {ref: segments.lookup(ref) for ref in refs}
+        if any(i is None and unknown.get(ref, 0.0) <= now for ref, i in found.items()):
+            segments = await self._reload(env_id, since=now)
+            found = {ref: segments.lookup(ref) for ref in refs}
+            unknown = self._unknown.setdefault(env_id, {})
+            if len(unknown) > MAX_UNKNOWN:
+                unknown.clear()
+            until = time.monotonic() + UNKNOWN_SECONDS
+            for ref, segment_id in found.items():
+                if segment_id is None:
+                    unknown[ref] = until
         return segments, found
 
     async def _reload(self, env_id: int, since: float) -> EnvSegments:

@@ -187,10 +187,9 @@ async def check(request: Request[Any, Any, Any]) -> Response[bytes]:
     segs = await q.catalog.covering(env.id, ids)
     results: dict[str, bool] = {}
     unknown: list[str] = []
+    segs, found = await q.catalog.resolve_many(env.id, body.segments, segs)
     for name in body.segments:
-        segment_id = segs.lookup(name)
-        if segment_id is None:
-            segs, segment_id = await q.catalog.resolve(env.id, name)
+        segment_id = found[name]
         if segment_id is None:
             unknown.append(name)
             results[name] = False

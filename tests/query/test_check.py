@@ -80,3 +80,7 @@ async def test_unknown_segment_names_cost_one_catalog_load_not_one_each(
     assert resp.status_code == 200, resp.text
     assert resp.json()["unknownSegments"] == names
     assert catalog.loads - before <= 2  # the environment's first load, then one for unknowns
+    # the same unknown names again at once: no load at all
+    before = catalog.loads
+    resp = await query.post("/v1/check", json=body, headers=bearer(env.writeKey))
+    assert resp.status_code == 200 and catalog.loads == before
