@@ -65,10 +65,3 @@ async def test_previews_and_the_users_list_stop_at_the_statement_timeout(
             "/v1/users", params={"filter": msgspec.json.encode(leaf).decode()}, headers=secret(env)
         )
         assert (resp.status_code, resp.json()["field"]) == (422, "filter"), resp.text
-        # the connection is fine afterwards: a cheap preview answers
-        resp = await admin.post(
-            "/v1/segments/preview",
-            json={"conditions": {"attribute": "name", "op": "is_set"}},
-            headers=secret(env),
-        )
-        assert resp.status_code == 200, resp.text
