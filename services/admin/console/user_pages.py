@@ -43,8 +43,14 @@ def _filter_json(raw: str | None) -> tuple[Any, str]:
     return cond, msgspec.json.encode(cond).decode()
 
 
+def _link(filter: str, sort: str, cursor: str | None = None) -> str:
+    params = {"filter": filter, "sort": sort if sort != "created" else "", "cursor": cursor or ""}
+    query = urlencode({k: v for k, v in params.items() if v})
+    return "/users" + (f"?{query}" if query else "")
+
+
 async def _table_context(
-    console: ConsoleDep, admin: Admin, filter: str | None, cursor: str | None
+    console: ConsoleDep, admin: Admin, filter: str | None, cursor: str | None, sort: str
 ) -> dict[str, Any]:
     cond, compact = _filter_json(filter)
     columns = await _columns(admin, console)
@@ -52,7 +58,7 @@ async def _table_context(
     page: dict[str, Any] = {"users": [], "nextCursor": None}
     try:
         page = await console.api.get(
-            "/v1/users", filter=compact or None, cursor=cursor or None, limit=PAGE
+            "/v1/users", filter=compact or None, cursor=cursor or None, limit=PAGE, sort=sort
         )
     except ApiFailure as exc:
         if exc.status >= 500:
@@ -66,9 +72,10 @@ async def _table_context(
         "filter": compact,
         "filter_error": error,
         "condition": cond,
-        "next_link": "/users?" + urlencode({"filter": compact, "cursor": page["nextCursor"]})
-        if page["nextCursor"]
-        else "",
+        "sort": sort,
+        "first_link": _link(compact, sort),
+        "sort_link": lambda s: _link(compact, s),
+        "next_link": _link(compact, sort, page["nextCursor"]) if page["nextCursor"] else "",
     }
 
 
@@ -78,8 +85,9 @@ async def user_list(
     admin: Admin,
     filter: FromQuery[str | None] = None,
     cursor: FromQuery[str | None] = None,
+    sort: FromQuery[str] = "created",
 ) -> Response[str]:
-    context = await _table_context(console, admin, filter, cursor)
+    context = await _table_context(console, admin, filter, cursor, sort)
     attributes = (await console.api.get("/v1/attributes"))["attributes"]
     segments = (await console.api.get("/v1/segments"))["segments"]
     manual = [s for s in segments if s["kind"] == "manual"]

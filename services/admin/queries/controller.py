@@ -12,6 +12,7 @@ from services.admin.bodies import decode_body
 from services.admin.exports.service import users_export
 from services.admin.queries import service
 from services.admin.queries.schemas import Explanation, Preview, preview_decoder
+from services.admin.queries.user_order import parse_sort
 from services.admin.state import Admin, Env
 from shared.http import ApiError, decode_json
 
@@ -51,20 +52,18 @@ class QueryController(Controller):
         cursor: FromQuery[str | None] = None,
         format: FromQuery[str] = "json",
         columns: FromQuery[str | None] = None,
+        sort: FromQuery[str | None] = None,
     ) -> Response[Any]:
-        """Users matching ``filter`` (a condition as JSON; every user without it), by age;
-        pass ``nextCursor`` back as ``cursor``. ``format=csv``: every matching identified
-        user as CSV, streamed, with ``columns`` (userId and attribute names; default userId
-        and every user attribute)."""
+        """Users matching ``filter`` (a condition as JSON; every user without it), in the
+        order ``sort`` (``created``, the default, ``-created``, ``lastSeenAt``,
+        ``-lastSeenAt``); pass ``nextCursor`` back as ``cursor`` with the same sort.
+        ``format=csv``: every matching identified user as CSV, streamed, with ``columns``
+        (userId and attribute names; default userId and every user attribute)."""
         if format not in ("json", "csv"):
             raise ApiError(400, "format: json or csv", "format")
         if not 1 <= limit <= MAX_PAGE:
             raise ApiError(400, f"limit: must be between 1 and {MAX_PAGE}", "limit")
-        after = 0
-        if cursor:
-            if not (cursor.isascii() and cursor.isdigit() and len(cursor) < 19):
-                raise ApiError(400, "cursor: not a cursor this endpoint returned", "cursor")
-            after = int(cursor)
+        order = parse_sort(sort)
         condition: Any = None
         if filter is not None:
             condition = decode_json(_any_decoder, filter, "filter")
@@ -72,5 +71,7 @@ class QueryController(Controller):
             return await users_export(admin.pool, env.id, condition, columns)
         async with admin.pool.acquire() as conn:
             timeout = admin.settings.admin_query_timeout_seconds
-            page = await service.list_users(conn, env.id, condition, limit, after, timeout)
+            page = await service.list_users(
+                conn, env.id, condition, limit, cursor or None, timeout, order
+            )
             return Response(page)

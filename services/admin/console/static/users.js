@@ -13,7 +13,11 @@ function isEmpty(cond) {
 
 function apply(cond) {
   const filter = isEmpty(cond) ? "" : JSON.stringify(cond);
-  const url = filter ? `/users?filter=${encodeURIComponent(filter)}` : "/users";
+  const params = new URLSearchParams();
+  if (filter) params.set("filter", filter);
+  const sort = new URLSearchParams(window.location.search).get("sort");
+  if (sort) params.set("sort", sort);
+  const url = params.size ? `/users?${params}` : "/users";
   history.replaceState(null, "", url);
   save.href = `/segments/new?conditions=${encodeURIComponent(filter)}`;
   window.htmx.ajax("GET", url, { target: "#user-table", swap: "outerHTML" });
