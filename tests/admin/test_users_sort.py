@@ -12,23 +12,15 @@ from litestar.testing import AsyncTestClient
 from shared.environments import EnvironmentKeys
 from tests.admin.conftest import secret
 from tests.admin.test_preview import add_user
+from tests.admin.test_users_list import _all_pages
 
 Client = AsyncTestClient[Any]
 BASE = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 async def _pages(admin: Client, env: EnvironmentKeys, **params: Any) -> list[str | None]:
-    seen: list[str | None] = []
-    cursor = None
-    while True:
-        query = {"limit": 2, **params, **({"cursor": cursor} if cursor else {})}
-        resp = await admin.get("/v1/users", params=query, headers=secret(env))
-        assert resp.status_code == 200, resp.text
-        body = resp.json()
-        seen += [u["userId"] for u in body["users"]]
-        cursor = body["nextCursor"]
-        if cursor is None:
-            return seen
+    """Every page of the list, two users at a time, flattened."""
+    return [u for page in await _all_pages(admin, env, limit=2, **params) for u in page]
 
 
 async def test_each_order_pages_every_user_once(
