@@ -94,6 +94,8 @@ async def test_a_segment_with_two_groups_previews_what_the_api_counts(
 
     await eventually(counted)
     await expect(page.locator("#member-count")).to_have_text(str(expected_count), timeout=10_000)
+    members = page.get_by_role("list", name="Members").get_by_role("link")
+    await expect(members).to_have_count(expected_count, timeout=10_000)
     await shoot(page, "segment-detail")
     await page.get_by_role("link", name="Segments", exact=True).click()
     await expect(page.get_by_role("link", name="Engaged paying users")).to_be_visible()

@@ -45,6 +45,7 @@ def console_router() -> Router:
             segment_pages.segment_detail,
             segment_pages.segment_status,
             segment_pages.segment_changes,
+            segment_pages.segment_members,
             segment_pages.members_add,
             segment_pages.members_remove,
             segment_pages.segment_delete,

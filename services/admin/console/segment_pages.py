@@ -106,6 +106,12 @@ async def segment_status(console: ConsoleDep, key: FromPath[str]) -> Response[st
     return console.render("segments/status.html", segment=segment)
 
 
+@get("/segments/{key:str}/members", include_in_schema=False)
+async def segment_members(console: ConsoleDep, key: FromPath[str]) -> Response[str]:
+    """The members list alone (a dynamic segment's page refreshes it as it is computed)."""
+    return await _members_fragment(console, key)
+
+
 @get("/segments/{key:str}/changes", include_in_schema=False)
 async def segment_changes(
     console: ConsoleDep, key: FromPath[str], cursor: FromQuery[str | None] = None
