@@ -24,7 +24,7 @@ from services.admin.queries.service import preview
 from shared.attribute_types import load_types, record_inferred
 from shared.conditions import compile_sql, parse_condition
 from shared.db import Conn, create_pool
-from shared.segment_catalog import segment_names
+from shared.membership.graph import segment_names
 
 PLANS = ["free", "starter", "pro", "enterprise", "Pro"]
 COUNTRIES = ["FR", "US", "DE", "JP", "BR", "IN", "GB"]

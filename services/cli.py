@@ -6,6 +6,7 @@ segments create-env NAME          create an environment and print its keys (once
 segments run SERVICE              run one of ingest, query, admin, worker
 segments check SERVICE            exit 0 when that service is healthy (for health checks)
 segments console-user add EMAIL   create a console account (password from stdin or prompted)
+segments verify-cache [--repair]  compare every Redis membership set with PostgreSQL
 """
 
 from __future__ import annotations
@@ -51,6 +52,34 @@ async def _create_env(dsn: str, name: str, write_key: str | None, secret_key: st
     finally:
         await pool.close()
     return msgspec.json.encode(keys)
+
+
+async def verify_cache(settings: Settings, *, repair: bool, recheck_after: float = 1.0) -> int:
+    """Compare every Redis membership set with PostgreSQL (repairing drift with ``repair``),
+    print what was found; returns how many sets disagree."""
+    import redis.asyncio as aioredis
+
+    from shared.membership.verify import CacheVerifier
+    from shared.membership_cache import MembershipCache
+
+    dsn, redis_url = _require_urls(settings)
+    pool = await create_pool(dsn, size=2)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        cache = MembershipCache(client, settings.redis_prefix)
+        drift = await CacheVerifier(pool, cache).verify_all(
+            repair=repair, recheck_after=recheck_after
+        )
+    finally:
+        await client.aclose()
+        await pool.close()
+    print(
+        f"checked {drift.checked} membership sets: {drift.disagreeing} disagree with PostgreSQL"
+        + (f", {drift.repaired} repaired" if repair else "")
+    )
+    for example in drift.examples:
+        print(f"  disagrees: environment:user {example}")
+    return drift.disagreeing
 
 
 async def _enqueue_rebuild(settings: Settings) -> None:
@@ -118,6 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     create.add_argument("--write-key")
     create.add_argument("--secret-key")
     sub.add_parser("rebuild-cache", help="ask the worker to refill Redis from PostgreSQL")
+    verify = sub.add_parser(
+        "verify-cache", help="compare every Redis membership set with PostgreSQL"
+    )
+    verify.add_argument("--repair", action="store_true", help="overwrite the sets that disagree")
     run = sub.add_parser("run", help="run one service")
     run.add_argument("service", choices=SERVICES)
     check = sub.add_parser("check", help="exit 0 when a service is healthy")
@@ -164,6 +197,9 @@ def main(argv: list[str] | None = None) -> None:
         _require_urls(settings)
         asyncio.run(_enqueue_rebuild(settings))
         print("rebuild enqueued; the worker logs when it is done")
+    elif args.command == "verify-cache":
+        wrong = asyncio.run(verify_cache(settings, repair=args.repair))
+        sys.exit(1 if wrong and not args.repair else 0)
     elif args.command == "run":
         run_service(args.service, settings)
     elif args.command == "check":

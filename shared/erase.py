@@ -18,7 +18,8 @@ What goes, and what is kept:
   nobody.
 
 After the commit the caller replaces the Redis keys by short holds above ``Erased.version``
-(:meth:`MembershipCache.hold`): a query refill that read the profile before the erase and
+(:meth:`MembershipCache.hold`; a cache outbox row makes the worker do it if the caller
+dies): a query refill that read the profile before the erase and
 writes after it is turned away, and reads meanwhile go to PostgreSQL, which knows nobody.
 """
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 import msgspec
 
 from shared.db import Conn
-from shared.membership import record_changes
+from shared.membership import outbox, record_changes
 from shared.messages import inbox_decoder
 from shared.redis_keys import anonymous
 
@@ -47,6 +48,8 @@ class Erased(msgspec.Struct, kw_only=True):
     exits: int
     inbox: int
     dead_letters: int
+    #: the cache outbox row standing for the holds (cleared once they are written)
+    outbox_id: int | None = None
 
 
 _FIND = """
@@ -184,11 +187,16 @@ async def erase_user(conn: Conn, env_id: int, ident: str) -> Erased | None:
                 env_id,
                 id_list,
             )
+        keys = sorted(user_ids) + [anonymous(a) for a in sorted(anonymous_ids)]
+        outbox_id = await outbox.record(
+            conn, env_id, [], erased_keys=keys, hold_version=version + 1
+        )
     return Erased(
         user_pk=pk,
-        ids=sorted(user_ids) + [anonymous(a) for a in sorted(anonymous_ids)],
+        ids=keys,
         version=version,
         exits=len(segments),
         inbox=inbox,
         dead_letters=dead,
+        outbox_id=outbox_id,
     )

@@ -40,15 +40,15 @@ HOLD = "~"
 #: Seconds a hold lives: longer than any write still in flight for an older version.
 HOLD_TTL = 600
 
-# A complete set at version >= ours, or a hold at a version > ours, wins.
-_REPLACE_IF_NEWER = """
-local members = redis.call('SMEMBERS', KEYS[1])
+# Replace the set by version ARGV[1] (TTL ARGV[2], segment ids ARGV[3:]) unless the stored
+# one wins: ``{keeps}`` (v: its version, c: '_' complete or '~' hold).
+_REPLACE = """
 local new = tonumber(ARGV[1])
-for _, m in ipairs(members) do
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local c = string.sub(m, 1, 1)
   if c == '_' or c == '~' then
     local v = tonumber(string.sub(m, 2))
-    if v ~= nil and (v > new or (v == new and c == '_')) then return 0 end
+    if v ~= nil and ({keeps}) then return 0 end
   end
 end
 redis.call('DEL', KEYS[1])
@@ -56,6 +56,10 @@ redis.call('SADD', KEYS[1], '_' .. ARGV[1], unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
+# A write: a complete set at version >= ours, or a hold at a version > ours, wins.
+_REPLACE_IF_NEWER = _REPLACE.replace("{keeps}", "v > new or (v == new and c == '_')")
+# A repair (the verifier found the set wrong): only a newer version wins.
+_REPAIR = _REPLACE.replace("{keeps}", "v > new")
 
 # KEYS: the users' keys; ARGV: segment id, hold TTL, then per key its new version and 1 (the
 # user entered) or 0 (exited). Returns how many sets were patched (the others hold).
@@ -116,6 +120,7 @@ class MembershipCache:
         self.prefix = prefix
         self._sha = hashlib.sha1(_REPLACE_IF_NEWER.encode()).hexdigest()  # noqa: S324
         self._patch_sha = hashlib.sha1(_PATCH_SEGMENT.encode()).hexdigest()  # noqa: S324
+        self._repair_sha = hashlib.sha1(_REPAIR.encode()).hexdigest()  # noqa: S324
 
     def key(self, env_id: int, user_id: str) -> str:
         return membership_key(self.prefix, env_id, user_id)
@@ -231,6 +236,19 @@ class MembershipCache:
             send(range(0, len(items), 2 * step)), send(range(step, len(items), 2 * step))
         )
         return sum(counts)
+
+    async def repair(self, env_id: int, sets: Mapping[str, tuple[int, Iterable[int]]]) -> int:
+        """Overwrite sets found wrong ({user_id: (version, segment ids)} as PostgreSQL has
+        them), even at the same version, unless Redis already holds a newer one. Returns
+        how many were written."""
+        calls = [
+            ([self.key(env_id, user_id)], [str(version), str(SET_TTL), *map(str, segments)])
+            for user_id, (version, segments) in sets.items()
+        ]
+        if not calls:
+            return 0
+        replies = await self._evalsha(_REPAIR, self._repair_sha, calls)
+        return sum(int(r) for r in replies)  # type: ignore[call-overload]
 
     async def hold(
         self, env_id: int, user_ids: Iterable[str], version: int, ttl: int = UNKNOWN_TTL

@@ -81,6 +81,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: SEGMENTS_HTTP_MAX_CONCURRENCY: connections and requests one HTTP process serves at once;
     #: beyond, new requests get a 503 at once.
     http_max_concurrency: int = 2000
+    #: SEGMENTS_RECOMPUTE_CONCURRENCY: bulk recomputes one worker process runs at once (its
+    #: recompute lane; the inbox drain runs beside them, never behind them).
+    recompute_concurrency: int = 2
+    #: SEGMENTS_RECOMPUTE_STATEMENT_SECONDS: statement timeout of a bulk recompute's statements
+    #: (each covers a few thousand users); a recompute that times out three times is 'failed'.
+    recompute_statement_seconds: float = 30.0
 
 
 _ENV_NAMES: dict[str, str] = {
@@ -112,6 +118,8 @@ _ENV_NAMES: dict[str, str] = {
     "http_max_header_bytes": "SEGMENTS_HTTP_MAX_HEADER_BYTES",
     "http_header_timeout_seconds": "SEGMENTS_HTTP_HEADER_TIMEOUT_SECONDS",
     "http_max_concurrency": "SEGMENTS_HTTP_MAX_CONCURRENCY",
+    "recompute_concurrency": "SEGMENTS_RECOMPUTE_CONCURRENCY",
+    "recompute_statement_seconds": "SEGMENTS_RECOMPUTE_STATEMENT_SECONDS",
 }
 
 

@@ -31,7 +31,13 @@ from services.worker.typing_check import check_types
 from services.worker.writes import write_profiles, write_rest
 from shared.conditions import Subject
 from shared.db import Conn
-from shared.membership import EnvSegments, bump_versions, stored_memberships, write_memberships
+from shared.membership import (
+    EnvSegments,
+    bump_versions,
+    outbox,
+    stored_memberships,
+    write_memberships,
+)
 from shared.messages import InboxMessage
 from shared.profiles import apply_changes, apply_segment_ops
 from shared.redis_keys import anonymous as anonymous_key
@@ -39,11 +45,13 @@ from shared.redis_keys import anonymous as anonymous_key
 
 @dataclass
 class BatchResult:
-    """What the caller does after commit: Redis sets to write ({key id: (version, segments)})."""
+    """What the caller does after commit: Redis sets to write ({key id: (version, segments)}),
+    then clear the cache outbox row that stands for them."""
 
     redis_sets: dict[str, tuple[int, set[int]]]
     applied: int
     membership_changes: int
+    outbox_id: int | None = None
 
 
 def _apply(state: BatchState, msg: InboxMessage) -> Profile:
@@ -171,20 +179,26 @@ async def apply_messages(
     # Redis needs a write only where the answer changed: a user whose memberships are the
     # same keeps a correct set (or none, refilled on demand). Merges and new anonymous links
     # change what an anonymous id's key must answer. Every key of a profile is written: its
-    # userId and all its anonymous ids, not only those seen in this batch.
+    # userId and all its anonymous ids, not only those seen in this batch. Exactly these
+    # users' versions move (the store's rule; a merged profile's version carries over).
     rewrite = [
         p for p in profiles if new[p.pk] != old.get(p.pk) or p.merged_from or (p.anon_ids & linked)
     ]
+    bumped = await bump_versions(
+        conn, env_id, [p.pk for p in rewrite], [p.version for p in rewrite]
+    )
     anonymous = await _anonymous_ids(conn, env_id, [p.pk for p in rewrite])
     redis_sets: dict[str, tuple[int, set[int]]] = {}
     for p in rewrite:
+        p.version = bumped[p.pk].version
         # anonymous ids in their own namespace (no anonymous id answers for a userId)
         keys = {anonymous_key(a) for a in p.anon_ids | anonymous.get(p.pk, set())}
         if p.user_id is not None:
             keys.add(p.user_id)
         for key in keys:
             redis_sets[key] = (p.version, new[p.pk])
-    return BatchResult(redis_sets, len(messages), changes)
+    outbox_id = await outbox.record(conn, env_id, sorted(bumped))
+    return BatchResult(redis_sets, len(messages), changes, outbox_id)
 
 
 def _subject(
@@ -251,8 +265,7 @@ async def _evaluate_neighbours(
     old: dict[int, set[int]],
     new: dict[int, set[int]],
 ) -> None:
-    """Evaluate profiles the batch did not change (their company did) into ``old`` / ``new``,
-    and bump the version of those whose memberships change."""
+    """Evaluate profiles the batch did not change (their company did) into ``old`` / ``new``."""
     if not neighbours:
         return
     pks = [n.pk for n in neighbours]
@@ -263,11 +276,6 @@ async def _evaluate_neighbours(
     for n in neighbours:
         subject = _subject(n, tags, companies, events)
         new[n.pk] = segments.evaluate(subject, old[n.pk] & segments.manual_ids, now)
-    changed = [n.pk for n in neighbours if new[n.pk] != old[n.pk]]
-    if changed:
-        versions = await bump_versions(conn, env_id, changed)
-        for n in neighbours:
-            n.version = versions.get(n.pk, n.version)
 
 
 async def _anonymous_ids(conn: Conn, env_id: int, pks: list[int]) -> dict[int, set[str]]:

@@ -20,14 +20,15 @@ import msgspec
 from services.worker.apply import BatchResult, apply_messages
 from services.worker.outage import REDIS_GONE, postgres_gone
 from shared.db import Conn
-from shared.membership import SegmentCatalog
+from shared.membership import SegmentCatalog, outbox
+from shared.membership.locking import RETRYABLE, lock_definitions
 from shared.membership_cache import MembershipCache
 from shared.messages import InboxMessage, inbox_decoder
 
 log = logging.getLogger(__name__)
 
-#: Transient conflicts between workers: the round is retried from the claim.
-_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+#: Transient conflicts between workers: the round is retried at once from the claim.
+_RETRYABLE = RETRYABLE
 
 
 @dataclass
@@ -106,6 +107,8 @@ async def _apply_rows(
     now = datetime.now(UTC)
     results: dict[int, BatchResult] = {}
     for env_id, msgs in sorted(by_env.items()):
+        # shared: a definition change waits for this batch, and we read definitions after it
+        await lock_definitions(conn, env_id, shared=True)
         segments = await catalog.load(conn, env_id)
         results[env_id] = await apply_messages(conn, env_id, msgs, segments, now)
     await conn.execute("DELETE FROM inbox WHERE id = ANY($1)", [r["id"] for r in rows])
@@ -143,9 +146,12 @@ async def drain_round(
             await cache.write_many(env_id, result.redis_sets)
         except REDIS_GONE:  # counted, and logged once per drain: not a traceback per round
             stats.redis_unavailable += 1
+            continue  # the outbox row stays: the sweeper writes them once Redis is back
         except Exception:  # Redis is a cache: a miss is refilled from PostgreSQL
-            log.exception("could not update membership sets in Redis")
+            log.exception("could not update membership sets in Redis (the outbox sweeper will)")
             await _forget(cache, env_id, list(result.redis_sets))
+            continue
+        await outbox.done(pool, env_id, result.outbox_id)
     stats.rounds += 1
     stats.messages += len(rows)
     return len(rows)

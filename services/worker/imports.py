@@ -40,7 +40,8 @@ from shared.csv_read import CsvError, CsvStream, read_records
 from shared.db import Conn
 from shared.import_files import delete_file, read_chunks
 from shared.import_mapping import ColumnMapping
-from shared.membership import SegmentCatalog
+from shared.membership import SegmentCatalog, outbox
+from shared.membership.locking import lock_definitions
 from shared.membership_cache import MembershipCache
 from shared.messages import epoch_ms
 from shared.redis_keys import queue_name, recompute_job_id
@@ -136,6 +137,8 @@ class _Outcome:
     rejects: list[tuple[int, list[str], str]]
     redis_sets: dict[str, tuple[int, set[int]]]
     recompute: list[tuple[int, int]]
+    #: the cache outbox row standing for ``redis_sets`` (cleared once they are written)
+    outbox_id: int | None = None
 
 
 async def _apply_rows(
@@ -146,6 +149,7 @@ async def _apply_rows(
         done = await apply_segment_rows(conn, job.env_id, job.columns, job.mapping, records, first)
         rejects = [(n, records[n - first], error) for n, error in done.rejects]
         return _Outcome(Counter(done.outcomes), rejects, {}, done.recompute)
+    await lock_definitions(conn, job.env_id, shared=True)  # as the drain: see its lock order
     segments = await catalog.load(conn, job.env_id)
     plans = plan_rows(
         job.kind,
@@ -166,7 +170,7 @@ async def _apply_rows(
         conn, job.env_id, [m for _, _, m in fresh], segments, datetime.now(UTC), cause="import"
     )
     rejects = [(p.number, p.cells, p.error) for p in plans if p.error is not None]
-    return _Outcome(counts, rejects, result.redis_sets, [])
+    return _Outcome(counts, rejects, result.redis_sets, [], result.outbox_id)
 
 
 async def _batch(
@@ -225,7 +229,8 @@ async def _batch(
     if outcome.redis_sets:
         try:
             await cache.write_many(job.env_id, outcome.redis_sets)
-        except Exception:  # Redis is a cache: a miss is refilled from PostgreSQL
+            await outbox.done(pool, job.env_id, outcome.outbox_id)
+        except Exception:  # Redis is a cache: a miss is refilled (and the outbox swept)
             log.exception("import %s: could not update membership sets in Redis", job.id)
             await cache.forget(job.env_id, list(outcome.redis_sets))
     settings: Settings = ctx["settings"]

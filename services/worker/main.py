@@ -2,11 +2,15 @@
 
 Jobs:
 - ``drain``: applies the inbox until it is empty (enqueued by ingest, deduplicated by job id).
-- ``recompute_segment(env_id, segment_id)``: bulk recompute of a dynamic segment by SQL.
+- ``recompute_segment(env_id, segment_id)``: wakes the recompute lane
+  (:mod:`services.worker.recompute_lane`), which runs bulk recomputes beside the drain.
 Crons:
 - ``sweep`` (every ``SEGMENTS_SWEEP_SECONDS``): drains anything whose job was lost.
 - ``recheck_time`` (every ``SEGMENTS_TIME_RECHECK_SECONDS``): time-dependent segments.
 - ``deliver_webhooks`` (every second): signed webhook deliveries, retried with backoff.
+- ``sweep_cache_outbox`` (every second): Redis steps of writers that died after committing.
+- ``verify_cache`` (every 5 s): the next slice of Redis sets compared with PostgreSQL, drift
+  repaired and counted.
 - ``prune`` (hourly): forgets processed messageIds older than 8 days.
 - ``run_imports`` (every second): applies CSV imports (services.worker.imports).
 """
@@ -29,14 +33,12 @@ from arq.worker import Worker
 from services.worker.drain import DrainStats, drain_round
 from services.worker.imports import RUN_SECONDS, run_imports
 from services.worker.outage import Dependency, ResilientWorker, needs_postgres, postgres_gone
+from services.worker.recompute_lane import RecomputeLane
+from services.worker.timed import recheck_timed_segments
 from services.worker.webhooks import deliver_webhooks
 from shared.db import create_pool
-from shared.membership import (
-    SegmentCatalog,
-    recheck_timed_segments,
-    recompute_with_dependents,
-    stale_recomputes,
-)
+from shared.membership import SegmentCatalog, outbox
+from shared.membership.verify import CacheVerifier
 from shared.membership_cache import MembershipCache, rebuild_cache
 from shared.redis_keys import cache_marker_key, drain_job_id, queue_name
 from shared.settings import Settings
@@ -55,8 +57,6 @@ DRAIN_TIMEOUT = 60
 #: batches pay again and again. A backlog (full rounds) never waits.
 GATHER_ROWS = 200
 GATHER_SECONDS = 0.025
-#: A segment 'computing' this long after its last change has lost its job: the sweep redoes it.
-STALE_RECOMPUTE_SECONDS = 30.0
 
 
 async def _startup(ctx: dict[str, Any]) -> None:
@@ -83,9 +83,18 @@ async def _startup(ctx: dict[str, Any]) -> None:
     # so the marks are dropped and the jobs run again now.
     fixed_ids = (drain_job_id(settings.redis_prefix), _rebuild_job_id(settings.redis_prefix))
     await ctx["redis"].delete(*(in_progress_key_prefix + job_id for job_id in fixed_ids))
+    ctx["lane"] = RecomputeLane(
+        ctx["pool"],
+        ctx["cache"],
+        concurrency=settings.recompute_concurrency,
+        statement_seconds=settings.recompute_statement_seconds,
+    )
+    ctx["lane"].start()
+    ctx["verifier"] = CacheVerifier(ctx["pool"], ctx["cache"])
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
+    await ctx["lane"].stop()
     await ctx["pool"].close()
     await ctx["cache_redis"].aclose()
 
@@ -123,15 +132,23 @@ async def drain(ctx: dict[str, Any]) -> int:
 
 
 async def sweep(ctx: dict[str, Any]) -> int:
-    """Cron: catch inbox rows whose drain job was lost (Redis restarted, worker killed), and
-    segments left 'computing' by a lost recompute job."""
+    """Cron: catch inbox rows whose drain job was lost (Redis restarted, worker killed).
+    (Recomputes need no sweep: the recompute lane finds computing segments by itself.)"""
     drained = await drain(ctx)
     await _rebuild_if_flushed(ctx)
-    for env_id, segment_id in await stale_recomputes(ctx["pool"], STALE_RECOMPUTE_SECONDS):
-        await recompute_with_dependents(
-            ctx["pool"], ctx["cache"], env_id, segment_id, datetime.now(UTC), wait=False
-        )
     return drained
+
+
+async def sweep_cache_outbox(ctx: dict[str, Any]) -> int:
+    """Cron (every second): finish the Redis step of writers that died after their commit."""
+    return await outbox.sweep(ctx["pool"], ctx["cache"])
+
+
+async def verify_cache(ctx: dict[str, Any]) -> int:
+    """Cron: compare the next slice of Redis sets with PostgreSQL and repair drift (a safety
+    net behind the outbox: it finds what nothing else should have left)."""
+    drift = await ctx["verifier"].verify_slice(repair=True)
+    return int(drift.repaired)
 
 
 async def _rebuild_if_flushed(ctx: dict[str, Any]) -> None:
@@ -172,22 +189,10 @@ async def prune(ctx: dict[str, Any]) -> None:
     )
 
 
-async def recompute(ctx: dict[str, Any], env_id: int, segment_id: int) -> int | None:
-    """Job: recompute one dynamic segment in bulk; returns its member count."""
-    result = await recompute_with_dependents(
-        ctx["pool"], ctx["cache"], env_id, segment_id, datetime.now(UTC)
-    )
-    if result is None:
-        return None
-    log.info(
-        "segment %s v%s recomputed: %d members (+%d -%d)",
-        segment_id,
-        result.version,
-        result.members,
-        result.entered,
-        result.exited,
-    )
-    return result.members
+async def recompute(ctx: dict[str, Any], env_id: int, segment_id: int) -> None:
+    """Job: a segment was set computing (in PostgreSQL, with its change): wake the
+    recompute lane, which claims it from there."""
+    ctx["lane"].wake()
 
 
 def _every(seconds: int) -> set[int]:
@@ -222,7 +227,8 @@ def build_worker(settings: Settings) -> Worker:
             func(
                 needs_postgres(recompute, retry=True),
                 name="recompute_segment",
-                keep_result=0,
+                # kept a minute: whoever enqueued the wake-up can see it was taken
+                keep_result=60,
                 max_tries=5,
             ),
             func(
@@ -247,6 +253,8 @@ def build_worker(settings: Settings) -> Worker:
                 run_at_startup=True,
                 timeout=120,
             ),
+            cron(needs_postgres(sweep_cache_outbox), second=_every(1), unique=True, timeout=60),
+            cron(needs_postgres(verify_cache), second=_every(5), unique=True, timeout=60),
             cron(needs_postgres(prune), minute=7, second=0),
             cron(
                 needs_postgres(run_imports),
@@ -264,7 +272,7 @@ def build_worker(settings: Settings) -> Worker:
         health_check_interval=HEALTH_CHECK_INTERVAL,
         # arq polls its queue; the default 0.5 s would be most of our freshness budget
         poll_delay=POLL_DELAY,
-        max_jobs=6,  # drain, recompute, sweep, time recheck and webhooks may all run at once
+        max_jobs=8,  # drain, wake-ups, sweeps, time recheck, webhooks and the verifier at once
         job_timeout=3600,
         keep_result=0,
         handle_signals=True,

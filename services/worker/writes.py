@@ -13,7 +13,8 @@ _json = msgspec.json.Encoder()
 
 
 async def write_profiles(conn: Conn, state: BatchState) -> dict[int, int]:
-    """Insert new anonymous profiles and update the rest; returns {temp pk: real pk}."""
+    """Insert new anonymous profiles and update the rest; returns {temp pk: real pk}. Their
+    membership versions are the store's to bump (:func:`shared.membership.bump_versions`)."""
     env_id = state.env_id
     new = [p for p in state.profiles.values() if p.new]
     real: dict[int, int] = {}
@@ -27,11 +28,10 @@ async def write_profiles(conn: Conn, state: BatchState) -> dict[int, int]:
             real[profile.pk] = row["id"]
             profile.pk = row["id"]
         await conn.execute(
-            """INSERT INTO users (env_id, id, attributes, attr_ts, first_seen_at, last_seen_at,
-                                  membership_version)
+            """INSERT INTO users (env_id, id, attributes, attr_ts, first_seen_at, last_seen_at)
                OVERRIDING SYSTEM VALUE
                SELECT $1, i, a::jsonb, t::jsonb, to_timestamp(f / 1000.0),
-                      to_timestamp(l / 1000.0), 1
+                      to_timestamp(l / 1000.0)
                FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
                  AS x(i, a, t, f, l)""",
             env_id,
@@ -41,31 +41,23 @@ async def write_profiles(conn: Conn, state: BatchState) -> dict[int, int]:
             [p.first_seen for p in new],
             [p.last_seen for p in new],
         )
-        for p in new:
-            p.version = 1
     old = [p for p in state.profiles.values() if not p.new]
     if old:
-        rows = await conn.fetch(
+        await conn.execute(
             """UPDATE users u SET attributes = x.a::jsonb, attr_ts = x.t::jsonb,
                       first_seen_at = to_timestamp(x.f / 1000.0),
                       last_seen_at = to_timestamp(x.l / 1000.0),
-                      membership_version = greatest(u.membership_version, x.v) + 1,
                       updated_at = now()
-               FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
-                           $7::bigint[]) AS x(i, a, t, f, l, v)
-               WHERE u.env_id = $1 AND u.id = x.i
-               RETURNING u.id, u.membership_version""",
+               FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
+                 AS x(i, a, t, f, l)
+               WHERE u.env_id = $1 AND u.id = x.i""",
             env_id,
             [p.pk for p in old],
             [_json.encode(p.attributes).decode() for p in old],
             [_json.encode(p.attr_ts).decode() for p in old],
             [p.first_seen for p in old],
             [p.last_seen for p in old],
-            [p.version for p in old],
         )
-        versions = {r["id"]: r["membership_version"] for r in rows}
-        for p in old:
-            p.version = versions[p.pk]
     return real
 
 

@@ -107,7 +107,8 @@ async def recompute_enqueued(
         info = await Job(job_id, arq, _queue_name=queue).info()
     finally:
         await arq.aclose()
-    assert info is not None
+    if info is None:  # taken (and done) between the two looks
+        return ("recompute_segment", ())
     return info.function, tuple(info.args)
 
 

@@ -15,8 +15,8 @@ from services.worker import apply
 from shared.conditions import parse_condition, referenced_segments
 from shared.environments import EnvironmentKeys
 from shared.membership import recompute_segment
+from shared.membership.graph import dependency_order
 from shared.redis_keys import anonymous
-from shared.segment_catalog import dependency_order
 from tests.worker.conftest import Worker
 from tests.worker.test_segments import _segment
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from services.query.memberships import Memberships
+from services.worker.timed import recheck_timed_segments
 from shared.environments import EnvironmentKeys
-from shared.membership import recheck_timed_segments, recompute_with_dependents
+from shared.membership import recompute_with_dependents
 from shared.redis_keys import anonymous
 from tests.worker.conftest import Worker
 from tests.worker.test_segments import _segment

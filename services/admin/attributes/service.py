@@ -16,11 +16,11 @@ from shared.attribute_types import SCOPES, load_types, type_key
 from shared.conditions import ConditionError, parse_condition, referenced_attributes
 from shared.db import Conn
 from shared.http import ApiError
+from shared.membership.locking import lock_definitions
 
 MAX_NAME = 255
 # The advisory lock class under which segment definitions change (services/admin/segments):
 # a type change and a segment edit of one environment never interleave.
-_DEFINITIONS_LOCK = 7_413_002
 
 _SELECT = """
 SELECT a.scope, a.name, a.type, a.declared,
@@ -63,7 +63,7 @@ async def set_type(
     dynamic segment to recompute (none when the type did not change)."""
     check_path(scope, name)
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1, $2::int)", _DEFINITIONS_LOCK, env_id)
+        await lock_definitions(conn, env_id)
         old = await conn.fetchval(
             "SELECT type FROM attribute_types WHERE env_id = $1 AND scope = $2 AND name = $3",
             env_id,

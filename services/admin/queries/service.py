@@ -32,7 +32,7 @@ from shared.conditions import (
 )
 from shared.db import Conn
 from shared.http import ApiError
-from shared.segment_catalog import segment_names
+from shared.membership.graph import segment_names
 
 SAMPLE_SIZE = 20
 CREATED = parse_sort(None)

@@ -12,7 +12,7 @@ from services.admin.exports.service import members_export
 from services.admin.segments import service
 from services.admin.segments.changes import ChangesPage, changes_page
 from services.admin.segments.dependents import enqueue_dependents
-from services.admin.segments.manual import MembersChange, change_members, refresh_cache
+from services.admin.segments.manual import MembersChange, change_members
 from services.admin.segments.schemas import (
     MembersPage,
     Segment,
@@ -23,6 +23,7 @@ from services.admin.segments.schemas import (
 from services.admin.state import Admin, AdminState, Env
 from services.admin.users.refs import refs_decoder, user_ids_page
 from shared.http import ApiError
+from shared.membership import outbox
 
 MAX_PAGE = 1000
 
@@ -45,7 +46,7 @@ async def _members_change(
     async with admin.pool.acquire() as conn:
         result = await change_members(conn, env_id, segment, body, add=add)
         if result.changed:
-            await refresh_cache(conn, admin.cache, env_id, result.changed)
+            await outbox.flush(conn, admin.cache, env_id, result.changed, result.outbox_id)
     if result.created:
         await admin.enqueue_drain()
     await enqueue_dependents(admin, env_id, result.dependents)

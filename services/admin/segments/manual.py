@@ -3,8 +3,9 @@
 One call is one transaction of set-based statements: the named users are resolved and locked
 in id order (as every writer of memberships locks), the memberships inserted or deleted, each
 real entry and exit logged with cause ``admin`` (which queues the webhook deliveries), and the
-changed users' ``membership_version`` bumped. After the commit the changed users' Redis sets
-are rewritten, and the dynamic segments whose conditions refer to this segment are recomputed.
+changed users' ``membership_version`` bumped (with a cache outbox row). After the commit the
+changed users' Redis sets are rewritten, and the dynamic segments whose conditions refer to
+this segment are recomputed.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from services.admin.segments.service import as_id, kind_phrase
 from services.admin.users.refs import UserRefs, checked_refs, resolve_users
 from shared.db import Conn
 from shared.http import ApiError
-from shared.membership import bump_versions, record_changes
-from shared.membership_cache import MembershipCache, load_memberships_by_pk
+from shared.membership import bump_versions, outbox, record_changes
+from shared.membership.locking import retrying
 
 CAUSE = "admin"
 
@@ -44,14 +45,26 @@ class ManualResult(msgspec.Struct, kw_only=True):
     #: whether users were created (the worker's drain should be woken)
     created: bool
     dependents: Dependents
+    #: the cache outbox row standing for the changed users' Redis sets
+    outbox_id: int | None = None
 
 
 async def change_members(
     conn: Conn, env_id: int, ref: str, body: UserRefs, *, add: bool
 ) -> ManualResult:
     """Add (``add``) or remove the users ``body`` names to/from manual segment ``ref``:
-    404 unknown segment, 409 not a manual segment, 422 bad body."""
+    404 unknown segment, 409 not a manual segment, 422 bad body. A deadlock is retried at
+    once."""
+    return await retrying(
+        lambda: _change_members(conn, env_id, ref, body, add=add), what="manual members"
+    )
+
+
+async def _change_members(
+    conn: Conn, env_id: int, ref: str, body: UserRefs, *, add: bool
+) -> ManualResult:
     user_ids, emails = checked_refs(body)
+    outbox_id = None
     async with conn.transaction():
         # FOR SHARE: the segment cannot be deleted or renamed under us, yet concurrent member
         # changes of the same segment do not wait for each other.
@@ -98,6 +111,7 @@ async def change_members(
                 conn, env_id, [seg_id] * len(changed), changed, [add] * len(changed), CAUSE
             )
             await bump_versions(conn, env_id, changed)
+            outbox_id = await outbox.record(conn, env_id, changed)
             dependents = await data_dependents(conn, env_id, segment_ids={seg_id})
     answer = MembersChange(
         added=len(changed) if add else 0,
@@ -107,13 +121,9 @@ async def change_members(
         unknownEmails=users.unknown_emails,
     )
     return ManualResult(
-        answer=answer, changed=changed, created=bool(users.created), dependents=dependents
+        answer=answer,
+        changed=changed,
+        created=bool(users.created),
+        dependents=dependents,
+        outbox_id=outbox_id,
     )
-
-
-async def refresh_cache(conn: Conn, cache: MembershipCache, env_id: int, pks: list[int]) -> None:
-    """Rewrite the Redis sets of users ``pks`` (under their userId and every anonymous id)
-    from PostgreSQL, after the commit that changed them."""
-    for start in range(0, len(pks), 5000):
-        sets = await load_memberships_by_pk(conn, env_id, pks[start : start + 5000])
-        await cache.write_many(env_id, sets)

@@ -37,8 +37,8 @@ class SegmentUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class Progress(msgspec.Struct, kw_only=True):
     """How far the bulk recompute of a computing segment has gone: ``queued`` (waiting for a
-    worker), ``selecting`` (evaluating the conditions), ``writing`` (swapping the membership
-    in, logging the changes), ``caching`` (refreshing Redis); ``percent`` of the whole run."""
+    worker), ``selecting`` (starting), ``writing`` (chunk by chunk: evaluating, writing the
+    changes, refreshing Redis); ``percent`` of the whole run."""
 
     phase: str
     percent: int
@@ -46,7 +46,7 @@ class Progress(msgspec.Struct, kw_only=True):
 
 class Segment(msgspec.Struct, kw_only=True):
     """A segment as the admin API shows it. ``progress`` is None unless ``status`` is
-    ``computing``."""
+    ``computing``; ``statusReason`` says why a ``failed`` recompute failed."""
 
     id: str
     key: str
@@ -58,6 +58,7 @@ class Segment(msgspec.Struct, kw_only=True):
     version: int
     memberCount: int
     progress: Progress | None = None
+    statusReason: str | None = None
     createdAt: datetime
     updatedAt: datetime
 

@@ -25,15 +25,13 @@ from shared.conditions import (
 )
 from shared.db import Conn
 from shared.http import ApiError
-from shared.segment_catalog import segment_names
+from shared.membership.graph import segment_names
+from shared.membership.locking import lock_definitions
 
 MAX_KEY = 100
-# Serialises definition changes within one environment, so that two concurrent edits cannot
-# create a cycle of segment references between them (two-int advisory lock: class, env id).
-_LOCK_CLASS = 7_413_002
 
 _COLUMNS = """s.id, s.key, s.name, s.description, s.kind, s.conditions, s.status, s.version,
-       s.created_at, s.updated_at,
+       s.status_reason, s.created_at, s.updated_at,
        (SELECT count(*) FROM memberships m
         WHERE m.env_id = s.env_id AND m.segment_id = s.id) AS member_count,
        (SELECT jsonb_build_object('phase', p.phase, 'percent', p.percent)
@@ -54,6 +52,7 @@ def to_segment(row: asyncpg.Record) -> Segment:
         version=row["version"],
         memberCount=row["member_count"],
         progress=_progress(row["status"], row["progress"]),
+        statusReason=row["status_reason"],
         createdAt=row["created_at"],
         updatedAt=row["updated_at"],
     )
@@ -153,7 +152,9 @@ async def list_segments(conn: Conn | asyncpg.Pool, env_id: int) -> list[Segment]
 
 
 async def _graph(conn: Conn, env_id: int) -> SegmentGraph:
-    await conn.execute("SELECT pg_advisory_xact_lock($1, $2::int)", _LOCK_CLASS, env_id)
+    # Serialises definition changes within one environment (two concurrent edits cannot create
+    # a cycle of references between them), and waits for worker batches reading definitions.
+    await lock_definitions(conn, env_id)
     rows = await conn.fetch("SELECT id, key, conditions FROM segments WHERE env_id = $1", env_id)
     return SegmentGraph(
         {r["key"]: r["id"] for r in rows},

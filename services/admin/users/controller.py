@@ -16,6 +16,7 @@ from services.admin.users.history import (
 from services.admin.users.service import UserProfile, user_profile
 from shared.erase import erase_user
 from shared.http import ApiError
+from shared.membership import outbox
 
 MAX_HISTORY = 200
 
@@ -59,6 +60,7 @@ class UserController(Controller):
         if erased is None:
             raise ApiError(404, f"userId: no user {user_id!r}", "userId")
         await admin.cache.hold(env.id, erased.ids, erased.version + 1)
+        await outbox.done(admin.pool, env.id, erased.outbox_id)
 
 
 async def _require_pk(admin: Admin, env_id: int, user_id: str, limit: int) -> int:

@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 import msgspec
 
 from shared.attribute_types import type_key
@@ -25,6 +24,7 @@ from shared.conditions import (
 )
 from shared.conditions.references import leaves
 from shared.db import Conn
+from shared.membership.graph import dependency_order, name_map
 
 log = logging.getLogger(__name__)
 
@@ -80,54 +80,6 @@ class EnvSegments(msgspec.Struct, frozen=True):
             if segment.predicate(subject, now):
                 result.add(segment.id)
         return result
-
-
-def name_map(rows: Iterable[asyncpg.Record] | Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Segment key and id (as a string) -> id, from rows with ``id`` and ``key``: how segment
-    leaves name segments. A key wins over an id spelled the same (keys are never all
-    digits, so this only matters for hand-made data)."""
-    out = {str(r["id"]): int(r["id"]) for r in rows}
-    out.update({r["key"]: int(r["id"]) for r in rows})
-    return out
-
-
-async def segment_names(conn: Conn, env_id: int) -> dict[str, int]:
-    """:func:`name_map` of every segment of the environment."""
-    return name_map(await conn.fetch("SELECT id, key FROM segments WHERE env_id = $1", env_id))
-
-
-def dependency_order(
-    refs: Mapping[int, set[int]],
-) -> list[int]:
-    """Segment ids so that each comes after the ones it refers to (``refs``: id -> ids).
-    References outside ``refs`` are already known; a cycle (validation forbids them) is
-    broken arbitrarily, with a log line."""
-    order: list[int] = []
-    state: dict[int, int] = {}  # 1 visiting, 2 done
-
-    def visit(node: int) -> None:
-        stack = [(node, iter(sorted(refs.get(node, ()))))]
-        state[node] = 1
-        while stack:
-            current, children = stack[-1]
-            for child in children:
-                if child not in refs or state.get(child) == 2:
-                    continue
-                if state.get(child) == 1:
-                    log.warning("cycle between segments at %s; evaluating in any order", child)
-                    continue
-                state[child] = 1
-                stack.append((child, iter(sorted(refs.get(child, ())))))
-                break
-            else:
-                stack.pop()
-                state[current] = 2
-                order.append(current)
-
-    for node in sorted(refs):
-        if node not in state:
-            visit(node)
-    return order
 
 
 _SEGMENTS_DIGEST = """md5(coalesce((SELECT jsonb_agg(jsonb_build_array(id, key, kind, version)

@@ -1,0 +1,51 @@
+"""Membership: which segments each user belongs to, stored in PostgreSQL and cached in Redis.
+
+Read top to bottom:
+
+- :mod:`~shared.membership.locking`: the lock order every writer follows, and the retry of a
+  deadlock at once;
+- :mod:`~shared.membership.graph`: segment names and the graph of segment references
+  (evaluation order, the segments built on one);
+- :mod:`~shared.membership.catalog`: an environment's segments compiled for the Python engine
+  (what the worker evaluates for the users a batch touched);
+- :mod:`~shared.membership.store`: stored memberships, the difference written, the change log
+  and webhook outbox, and the one rule that bumps ``membership_version``;
+- :mod:`~shared.membership.outbox`: every writer's Redis step tied to its commit, and the
+  sweeper that finishes it when the writer died;
+- :mod:`~shared.membership.recompute`: the bulk recompute of a segment by SQL, in chunks;
+- :mod:`~shared.membership.progress`: its progress report.
+
+The Redis protocol itself (versioned sets, patches, holds) is :mod:`shared.membership_cache`.
+"""
+
+from shared.membership.catalog import DynamicSegment, EnvSegments, SegmentCatalog
+from shared.membership.graph import dependency_order, dependents_of, segment_names
+from shared.membership.recompute import (
+    RecomputeResult,
+    recompute_segment,
+    recompute_with_dependents,
+)
+from shared.membership.store import (
+    Bumped,
+    bump_versions,
+    record_changes,
+    stored_memberships,
+    write_memberships,
+)
+
+__all__ = [
+    "Bumped",
+    "DynamicSegment",
+    "EnvSegments",
+    "RecomputeResult",
+    "SegmentCatalog",
+    "bump_versions",
+    "dependency_order",
+    "dependents_of",
+    "recompute_segment",
+    "recompute_with_dependents",
+    "record_changes",
+    "segment_names",
+    "stored_memberships",
+    "write_memberships",
+]
