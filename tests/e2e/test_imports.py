@@ -258,6 +258,7 @@ async def test_exports_stream_csv_escape_formulas_and_import_back_unchanged(api:
     )
     await api.identify("e3", {"plan": "@risk", "note": "line\nbreak, comma"})
     await eventually(lambda: api.member("e2", "vip"))
+    await eventually(lambda: api.profile("e3"))  # applied too (it may come in a later batch)
 
     resp = await api.admin.get("/v1/users", params={"format": "csv"})
     assert resp.status_code == 200, resp.text
