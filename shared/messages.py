@@ -339,6 +339,16 @@ def normalise(wire: WireMessage, received_at: datetime, type_: str | None = None
     else:
         source = wire.attributes if wire.attributes is not None else (wire.traits or {})
     attr_field = "attributes" if wire.attributes is not None else "traits"
+    context_traits = (wire.context or {}).get("traits")
+    if (
+        kind == "identify"
+        and wire.traits is None
+        and wire.attributes is None
+        and isinstance(context_traits, dict)
+    ):
+        # RudderStack's server SDKs (rudder-sdk-python 2.x) send identify traits only in
+        # context.traits; RudderStack's own server reads them from there too
+        source, attr_field = context_traits, "context.traits"
 
     if kind in ("identify", "group"):
         msg.attributes = flatten_attributes(attr_field, source)
