@@ -33,6 +33,8 @@ class Environment(msgspec.Struct, frozen=True):
     identity_secret: str | None = None
     #: the key used was retired by a rotation and works until its grace period ends
     retiring: bool = False
+    #: the identity secret a rotation replaced, while its grace period lasts
+    previous_identity_secret: str | None = None
 
 
 def hash_secret(key: str) -> bytes:
@@ -109,7 +111,9 @@ async def _current_key(conn: Conn | asyncpg.Pool, key: str) -> Environment | Non
     if key.startswith("sk_"):
         digest = hash_secret(key)
         row = await conn.fetchrow(
-            """SELECT id, name, secret_key_hash, identity_verification, identity_secret
+            """SELECT id, name, secret_key_hash, identity_verification, identity_secret,
+                      CASE WHEN previous_identity_secret_until > now()
+                          THEN previous_identity_secret END AS previous_identity_secret
                FROM environments WHERE secret_key_hash = $1""",
             digest,
         )
@@ -118,7 +122,9 @@ async def _current_key(conn: Conn | asyncpg.Pool, key: str) -> Environment | Non
         secret = True
     else:
         row = await conn.fetchrow(
-            """SELECT id, name, write_key, identity_verification, identity_secret
+            """SELECT id, name, write_key, identity_verification, identity_secret,
+                      CASE WHEN previous_identity_secret_until > now()
+                          THEN previous_identity_secret END AS previous_identity_secret
                FROM environments WHERE write_key = $1""",
             key,
         )
@@ -131,4 +137,5 @@ async def _current_key(conn: Conn | asyncpg.Pool, key: str) -> Environment | Non
         secret=secret,
         identity_verification=row["identity_verification"],
         identity_secret=row["identity_secret"],
+        previous_identity_secret=row["previous_identity_secret"],
     )

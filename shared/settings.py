@@ -87,6 +87,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: SEGMENTS_RECOMPUTE_STATEMENT_SECONDS: statement timeout of a bulk recompute's statements
     #: (each covers a few thousand users); a recompute that times out three times is 'failed'.
     recompute_statement_seconds: float = 30.0
+    #: SEGMENTS_IDENTITY_TOKEN_MAX_AGE_SECONDS: an identity token without ``exp`` is refused
+    #: once its ``iat`` is older than this (a day: a page's token is minted at sign-in).
+    identity_token_max_age_seconds: float = 24 * 3600.0
 
 
 _ENV_NAMES: dict[str, str] = {
@@ -120,6 +123,7 @@ _ENV_NAMES: dict[str, str] = {
     "http_max_concurrency": "SEGMENTS_HTTP_MAX_CONCURRENCY",
     "recompute_concurrency": "SEGMENTS_RECOMPUTE_CONCURRENCY",
     "recompute_statement_seconds": "SEGMENTS_RECOMPUTE_STATEMENT_SECONDS",
+    "identity_token_max_age_seconds": "SEGMENTS_IDENTITY_TOKEN_MAX_AGE_SECONDS",
 }
 
 

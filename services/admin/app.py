@@ -18,6 +18,7 @@ from litestar.di import Provide
 
 from services.admin.attributes.controller import AttributeController
 from services.admin.console.routes import console_router
+from services.admin.identity.controller import IdentityController
 from services.admin.imports.controller import ImportController
 from services.admin.keys.controller import KeyController
 from services.admin.queries.controller import QueryController
@@ -93,6 +94,7 @@ def create_app(settings: Settings) -> Litestar:
             AttributeController,
             ImportController,
             KeyController,
+            IdentityController,
             console_router(),  # the web console at /
         ],
         dependencies={"admin": Provide(provide_state), "env": Provide(provide_env)},

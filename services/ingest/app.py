@@ -27,6 +27,7 @@ def create_app(settings: Settings) -> Litestar:
     database_url, redis_url = settings.database_url, settings.redis_url
     ingest = Ingest()
     ingest.limits = RequestLimits.from_settings(settings)
+    ingest.token_max_age = settings.identity_token_max_age_seconds
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

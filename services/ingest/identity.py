@@ -8,9 +8,8 @@ Requests made with the secret key are trusted and need no token.
 
 from __future__ import annotations
 
-import jwt
-
 from shared.environments import Environment
+from shared.identity_tokens import token_problem
 from shared.messages import MessageError
 
 
@@ -26,25 +25,14 @@ def needs_identity_token(env: Environment) -> bool:
     return env.identity_verification and not env.secret
 
 
-def verify_identity(env: Environment, user_id: str | None, token: str | None) -> None:
-    """Raise :class:`IdentityError` (field ``identityToken``) unless ``token`` proves ``user_id``.
-
-    The token is an HS256 JWT signed with the environment's identity secret; its ``sub`` must
-    equal ``user_id``; an ``exp`` claim, when present, is honoured.
-    """
+def verify_identity(
+    env: Environment, user_id: str | None, token: str | None, max_age: float
+) -> None:
+    """Raise :class:`IdentityError` (field ``identityToken``) unless ``token`` proves ``user_id``
+    (:func:`shared.identity_tokens.token_problem`; ``max_age``: for tokens without ``exp``)."""
     if not token:
         raise IdentityError("identity verification is on: the message needs an identityToken")
     if user_id is None:
         raise IdentityError("identity verification is on: the message needs a verified userId")
-    if not env.identity_secret:
-        raise IdentityError("identity verification is on but the environment has no secret")
-    try:
-        claims = jwt.decode(
-            token, env.identity_secret, algorithms=["HS256"], options={"require": ["sub"]}
-        )
-    except jwt.ExpiredSignatureError:
-        raise IdentityError("the identity token has expired") from None
-    except jwt.InvalidTokenError as exc:
-        raise IdentityError(f"invalid identity token: {exc}") from None
-    if claims.get("sub") != user_id:
-        raise IdentityError("the identity token's sub is not the message's userId")
+    if (problem := token_problem(env, token, user_id, max_age)) is not None:
+        raise IdentityError(problem)

@@ -137,7 +137,11 @@ def decode_envelope(body: bytes) -> BatchEnvelope:
 
 
 def encode_message(
-    wire: WireMessage, env: Environment, received_at: datetime, type_: str | None
+    wire: WireMessage,
+    env: Environment,
+    received_at: datetime,
+    type_: str | None,
+    token_max_age: float,
 ) -> bytes:
     """Normalise, verify identity when required, and encode for the inbox.
 
@@ -145,16 +149,16 @@ def encode_message(
     """
     msg = normalise(wire, received_at, type_)
     if needs_identity_token(env):
-        verify_identity(env, msg.userId, wire.identityToken)
+        verify_identity(env, msg.userId, wire.identityToken, token_max_age)
     return inbox_encoder.encode(msg)
 
 
 def accept_single(
-    wire: WireMessage, env: Environment, received_at: datetime, type_: str
+    wire: WireMessage, env: Environment, received_at: datetime, type_: str, token_max_age: float
 ) -> list[Row]:
     """The inbox row of a single-message request; 422 (401 for identity) when invalid."""
     try:
-        body = encode_message(wire, env, received_at, type_)
+        body = encode_message(wire, env, received_at, type_, token_max_age)
     except IdentityError as exc:
         raise ApiError(401, str(exc), exc.field) from None
     except MessageError as exc:
@@ -163,7 +167,7 @@ def accept_single(
 
 
 def accept_batch(
-    envelope: BatchEnvelope, env: Environment, received_at: datetime
+    envelope: BatchEnvelope, env: Environment, received_at: datetime, token_max_age: float
 ) -> tuple[list[Row], list[Rejection]]:
     """Rows of the valid messages of a batch, and a rejection for each invalid one."""
     rows: list[Row] = []
@@ -182,7 +186,8 @@ def accept_batch(
         if wire.sentAt is None:
             wire.sentAt = envelope.sentAt
         try:
-            rows.append((env.id, received_at, encode_message(wire, env, received_at, None)))
+            body = encode_message(wire, env, received_at, None, token_max_age)
+            rows.append((env.id, received_at, body))
         except MessageError as exc:
             rejected.append(Rejection(index, exc.field, str(exc)))
     return rows, rejected

@@ -47,6 +47,8 @@ class Ingest:
     cache: EnvironmentCache
     writer: InboxWriter
     limits: RequestLimits
+    #: SEGMENTS_IDENTITY_TOKEN_MAX_AGE_SECONDS
+    token_max_age: float
 
 
 def _json(body: bytes, status: int = 200) -> ASGIResponse:
@@ -121,7 +123,9 @@ def build_routes(ingest: Ingest) -> list[HTTPRouteHandler]:
         if env is None:
             env = await _authenticate(ingest.cache, wire.writeKey)
         ingest.limits.check_key(env)
-        await _commit(ingest.writer, accept_single(wire, env, received_at, type_))
+        await _commit(
+            ingest.writer, accept_single(wire, env, received_at, type_, ingest.token_max_age)
+        )
         return _json(_OK)
 
     @post("/v1/identify", status_code=200)
@@ -166,7 +170,7 @@ def build_routes(ingest: Ingest) -> list[HTTPRouteHandler]:
         if env is None:
             env = await _authenticate(ingest.cache, envelope.writeKey)
         ingest.limits.check_key(env)
-        rows, rejected = accept_batch(envelope, env, received_at)
+        rows, rejected = accept_batch(envelope, env, received_at, ingest.token_max_age)
         if not rows:
             return _json(_encoder.encode(batch_failure(rejected)), 422)
         await _commit(ingest.writer, rows)

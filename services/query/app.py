@@ -76,6 +76,7 @@ def create_app(settings: Settings) -> Litestar:
                 catalog=SegmentCatalog(pool, settings.cache_seconds),
                 memberships=Memberships(cache, pool, reader),
                 limits=RequestLimits.from_settings(settings),
+                token_max_age=settings.identity_token_max_age_seconds,
             )
             yield
         finally:

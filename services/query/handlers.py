@@ -89,7 +89,7 @@ async def _segments(request: Request[Any, Any, Any], ident: str, field: str) -> 
     env = await _caller(q, request)
     shown = ident.removeprefix(ANONYMOUS_MARK)
     _check_user_id(shown, field=field)
-    verify_identity(env, request.headers, shown)
+    verify_identity(env, request.headers, shown, q.token_max_age)
     known, ids = await q.memberships.read(env.id, ident)
     segs = await q.catalog.covering(env.id, ids)
     if known and segs.all_id is not None:
@@ -105,7 +105,7 @@ async def _in_segment(
     env = await _caller(q, request)
     shown = ident.removeprefix(ANONYMOUS_MARK)
     _check_user_id(shown, field=field)
-    verify_identity(env, request.headers, shown)
+    verify_identity(env, request.headers, shown, q.token_max_age)
     segs, segment_id = await q.catalog.resolve(env.id, segment)
     if segment_id is None:
         raise ApiError(404, f"segment: no segment with key or id {segment!r}", "segment")
@@ -182,7 +182,7 @@ async def check(request: Request[Any, Any, Any]) -> Response[bytes]:
     ident, shown = _check_subject(body)
     if len(body.segments) > MAX_CHECK_SEGMENTS:
         raise ApiError(422, f"segments: at most {MAX_CHECK_SEGMENTS} per request", "segments")
-    verify_identity(env, request.headers, shown)
+    verify_identity(env, request.headers, shown, q.token_max_age)
     known, ids = await q.memberships.read(env.id, ident)
     segs = await q.catalog.covering(env.id, ids)
     results: dict[str, bool] = {}

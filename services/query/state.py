@@ -23,3 +23,5 @@ class QueryState:
     catalog: SegmentCatalog
     memberships: Memberships
     limits: RequestLimits
+    #: SEGMENTS_IDENTITY_TOKEN_MAX_AGE_SECONDS
+    token_max_age: float

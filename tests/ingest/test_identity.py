@@ -28,7 +28,7 @@ async def verified(ingest_db: asyncpg.Pool, ienv: EnvironmentKeys) -> Environmen
 
 
 def token(sub: str, secret: str = SECRET, **claims: Any) -> str:
-    return jwt.encode({"sub": sub, **claims}, secret, algorithm="HS256")
+    return jwt.encode({"sub": sub, "iat": int(time.time()), **claims}, secret, algorithm="HS256")
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -69,7 +69,7 @@ async def _enable_identity_verification(db: asyncpg.Pool, env: EnvironmentKeys) 
 
 
 def token(sub: str, secret: str = SECRET, **claims: Any) -> str:
-    return jwt.encode({"sub": sub, **claims}, secret, algorithm="HS256")
+    return jwt.encode({"sub": sub, "iat": int(time.time()), **claims}, secret, algorithm="HS256")
 
 
 async def test_identity_verification(

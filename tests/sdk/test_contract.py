@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 from services.admin.attributes import schemas as attributes
+from services.admin.identity import schemas as identity
 from services.admin.imports import schemas as imports
 from services.admin.keys import schemas as keys
 from services.admin.queries import schemas as queries
@@ -183,6 +184,11 @@ STRUCTS: list[tuple[str, str, type[msgspec.Struct]]] = [
     ("admin", "UserPage", queries.UserPage),
     ("admin", "ExplainedSegment", queries.SegmentRef),
     ("admin", "Explanation", queries.Explanation),
+    ("admin", "IdentityVerification", identity.IdentityVerification),
+    ("admin", "IdentityVerificationUpdate", identity.IdentityVerificationUpdate),
+    ("admin", "IdentityVerificationChanged", identity.IdentityVerificationChanged),
+    ("admin", "IdentitySecretRotate", identity.IdentitySecretRotate),
+    ("admin", "IdentitySecret", identity.IdentitySecret),
     ("admin", "AttributeInfo", attributes.AttributeInfo),
     ("admin", "AttributeList", attributes.AttributeList),
     ("admin", "AttributeTypeUpdate", attributes.AttributeTypeUpdate),
