@@ -3,6 +3,7 @@ real worker apply it, and check every row's fate, the profiles, tags and members
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from typing import Any
@@ -311,3 +312,25 @@ async def test_exports_stream_csv_escape_formulas_and_import_back_unchanged(api:
     e2 = await api.profile("e2")
     assert e2 is not None and e2["attributes"]["plan"] == "=HYPERLINK(1)"
     assert e2["attributes"]["labels"] == ["a", "b"] and e2["attributes"]["seats"] == -4
+
+
+async def test_cancel_stops_a_processing_import_and_frees_its_file(
+    api: Api, db: asyncpg.Pool
+) -> None:
+    lines = ["userId,n"] + [f"c-{i},{i}" for i in range(20_000)]
+    draft = await upload(api, "\n".join(lines).encode())
+    resp = await api.admin.post(f"/v1/imports/{draft['id']}/start", json={})
+    assert resp.status_code == 202
+    resp = await api.admin.post(f"/v1/imports/{draft['id']}/cancel")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] == "cancelled" and resp.json()["finishedAt"] is not None
+    chunks = "SELECT count(*) FROM import_chunks WHERE env_id = $1 AND import_id = $2"
+    assert await db.fetchval(chunks, api.env.id, int(draft["id"])) == 0
+    await asyncio.sleep(2)  # a worker that held it sees the status at its next batch
+    final = (await api.admin.get(f"/v1/imports/{draft['id']}")).json()
+    assert final["status"] == "cancelled"
+    assert final["rowsDone"] < final["rowsTotal"]
+    applied = await db.fetchval("SELECT count(*) FROM users WHERE env_id = $1", api.env.id)
+    assert applied == final["rowsDone"]  # what was applied is what it says
+    again = await api.admin.post(f"/v1/imports/{draft['id']}/cancel")
+    assert again.status_code == 409
