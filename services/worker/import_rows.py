@@ -77,6 +77,7 @@ class RowPlan:
     attributes: dict[str, Any] = field(default_factory=dict)
     tags: list[TagOp] = field(default_factory=list)
     segments: list[str] = field(default_factory=list)
+    changes: dict[str, Change] | None = None
 
 
 def _keys(text: str) -> list[str]:
@@ -245,6 +246,13 @@ async def stored_state(conn: Conn, env_id: int, plans: list[RowPlan]) -> dict[Ta
     return out
 
 
+def _changes(plan: RowPlan) -> dict[str, Change]:
+    """The row's attribute cells as ``set`` changes (built once per row)."""
+    if plan.changes is None:
+        plan.changes = {name: Change("set", value) for name, value in plan.attributes.items()}
+    return plan.changes
+
+
 def classify(
     plans: list[RowPlan], stored: dict[Target, _Stored], manual_keys: Mapping[str, int], at: int
 ) -> list[str]:
@@ -255,13 +263,17 @@ def classify(
         if plan.error is not None:
             continue
         outcome = "unchanged"
-        changes = {name: Change("set", value) for name, value in plan.attributes.items()}
+        changes = _changes(plan)
         for target in plan.targets:
             state = stored.setdefault(target, _Stored(False, {}, {}, frozenset(), set()))
-            attributes, attr_ts = dict(state.attributes), dict(state.attr_ts)
-            apply_changes(attributes, attr_ts, changes, at)
-            tags = apply_tag_ops(state.tags, plan.tags)
-            manual = apply_segment_ops(state.manual, plan.segments, manual_keys)
+            attributes, attr_ts = state.attributes, state.attr_ts
+            if changes:  # (the copies and set operations only where the row has something)
+                attributes, attr_ts = dict(attributes), dict(attr_ts)
+                apply_changes(attributes, attr_ts, changes, at)
+            tags = apply_tag_ops(state.tags, plan.tags) if plan.tags else state.tags
+            manual = state.manual
+            if plan.segments:
+                manual = apply_segment_ops(manual, plan.segments, manual_keys)
             if not state.exists:
                 outcome = "created"
             elif outcome == "unchanged" and (
@@ -279,7 +291,7 @@ def to_messages(import_id: int, plans: list[RowPlan], at: int) -> list[InboxMess
     for plan in plans:
         if plan.error is not None:
             continue
-        changes = {name: Change("set", value) for name, value in plan.attributes.items()}
+        changes = _changes(plan)
         for n, (user_id, anonymous_id) in enumerate(plan.targets):
             suffix = f":{n}" if n else ""
             out.append(
