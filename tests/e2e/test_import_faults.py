@@ -10,7 +10,7 @@ import asyncpg
 from tests.conftest import ServiceStack
 from tests.e2e.conftest import Api, eventually
 
-ROWS = 20_000
+ROWS = 10_000
 
 
 async def test_kill_the_worker_mid_import_and_every_row_applies_once(
