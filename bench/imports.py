@@ -100,8 +100,28 @@ async def _backends(dsn: str, name: str) -> list[int]:
         await conn.close()
 
 
-def _cpu(pids: list[int]) -> float:
-    return sum(process_seconds(pid) or 0.0 for pid in pids)
+class BackendCpu:
+    """CPU seconds of a database's PostgreSQL backends over a window. Pools open and close
+    backends meanwhile, so they are sampled while the window lasts: a backend first seen
+    after the start counts from zero, one gone counts up to its last sample."""
+
+    def __init__(self, dsn: str, name: str) -> None:
+        self.dsn, self.name = dsn, name
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.started = False
+
+    async def sample(self) -> None:
+        for pid in await _backends(self.dsn, self.name):
+            seconds = process_seconds(pid)
+            if seconds is None:
+                continue
+            self.first.setdefault(pid, seconds if not self.started else 0.0)
+            self.last[pid] = seconds
+        self.started = True
+
+    def seconds(self) -> float:
+        return sum(self.last[pid] - self.first[pid] for pid in self.last)
 
 
 async def one_size(db: BenchDatabase, services: Services, rows: int, path: Path) -> None:
@@ -141,8 +161,9 @@ async def one_size(db: BenchDatabase, services: Services, rows: int, path: Path)
         resp.raise_for_status()
         uploaded = time.perf_counter()
         import_id = resp.json()["id"]
-        backends = await _backends(db.dsn, db.name)
-        worker_cpu, pg_cpu = process_seconds(services.pid("worker")) or 0.0, _cpu(backends)
+        backends = BackendCpu(db.dsn, db.name)
+        await backends.sample()
+        worker_cpu = process_seconds(services.pid("worker")) or 0.0
         machine = machine_seconds() or 0.0
         resp = await admin.post(f"/v1/imports/{import_id}/start", json={"mapping": MAPPING})
         resp.raise_for_status()
@@ -151,10 +172,12 @@ async def one_size(db: BenchDatabase, services: Services, rows: int, path: Path)
             if status["status"] not in ("draft", "processing"):
                 break
             services.check_alive()
-            await asyncio.sleep(0.1)
+            await backends.sample()
+            await asyncio.sleep(0.2)
         done = time.perf_counter()
         worker_cpu = (process_seconds(services.pid("worker")) or 0.0) - worker_cpu
-        pg_cpu = _cpu(backends) - pg_cpu
+        await backends.sample()
+        pg_cpu = backends.seconds()
         machine = (machine_seconds() or 0.0) - machine
         while True:
             got = await query.get(f"/v1/users/{last_user}/segments/{last_cohort}")

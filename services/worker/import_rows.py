@@ -210,15 +210,24 @@ async def stored_state(conn: Conn, env_id: int, plans: list[RowPlan]) -> dict[Ta
     targets = {t for p in plans if p.error is None for t in p.targets}
     user_ids = sorted({u for u, _ in targets if u is not None})
     anonymous = sorted({a for u, a in targets if u is None and a is not None})
-    rows = await conn.fetch(
-        """SELECT u.id, u.user_id, u.attributes, u.attr_ts, i.anonymous_id FROM users u
-           LEFT JOIN identities i ON i.env_id = u.env_id AND i.user_pk = u.id
-                AND u.user_id IS NULL AND i.anonymous_id = ANY($3::text[])
-           WHERE u.env_id = $1 AND (u.user_id = ANY($2::text[]) OR i.anonymous_id IS NOT NULL)
-           ORDER BY u.id FOR UPDATE OF u""",
+    # the pks first (each side by its own index), then the rows locked in id order
+    found = await conn.fetch(
+        """SELECT id, NULL::text AS anonymous_id FROM users
+           WHERE env_id = $1 AND user_id = ANY($2::text[])
+           UNION ALL
+           SELECT u.id, i.anonymous_id FROM identities i
+           JOIN users u ON u.env_id = i.env_id AND u.id = i.user_pk AND u.user_id IS NULL
+           WHERE i.env_id = $1 AND i.anonymous_id = ANY($3::text[])""",
         env_id,
         user_ids,
         anonymous,
+    )
+    by_anonymous = {r["id"]: r["anonymous_id"] for r in found if r["anonymous_id"] is not None}
+    rows = await conn.fetch(
+        """SELECT id, user_id, attributes, attr_ts FROM users
+           WHERE env_id = $1 AND id = ANY($2::bigint[]) ORDER BY id FOR UPDATE""",
+        env_id,
+        sorted({r["id"] for r in found}),
     )
     pks = sorted({r["id"] for r in rows})
     tags = await stored_tags(conn, env_id, pks)
@@ -234,7 +243,9 @@ async def stored_state(conn: Conn, env_id: int, plans: list[RowPlan]) -> dict[Ta
     out: dict[Target, _Stored] = {}
     for row in rows:
         target = (
-            (row["user_id"], None) if row["user_id"] is not None else (None, row["anonymous_id"])
+            (row["user_id"], None)
+            if row["user_id"] is not None
+            else (None, by_anonymous.get(row["id"]))
         )
         out[target] = _Stored(
             True,
