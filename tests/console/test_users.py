@@ -35,6 +35,24 @@ async def test_selected_users_are_added_to_a_manual_segment(signed_in: Page, api
     assert sorted(members) == ["p1", "p3"]
 
 
+async def test_chosen_columns_are_kept_for_the_account(signed_in: Page, api: Api) -> None:
+    await api.identify("c1", {"email": "c1@example.com", "plan": "pro", "seats": 4})
+    await eventually(lambda: api.profile("c1"))
+    page = signed_in
+    await page.goto("/users")
+    headers = page.locator("#user-table thead th")
+    await expect(headers.filter(has_text="email")).to_have_count(1)
+    await page.get_by_text("Columns", exact=True).click()
+    await page.get_by_label("seats").check()
+    await page.get_by_label("email").uncheck()
+    await page.get_by_role("button", name="Save columns").click()
+    await expect(headers.filter(has_text="seats")).to_have_count(1)
+    await page.goto("/users")  # a new visit: the account's choice, not the page's state
+    await expect(headers.filter(has_text="seats")).to_have_count(1)
+    await expect(headers.filter(has_text="email")).to_have_count(0)
+    await expect(page.locator("#user-table tbody td", has_text="4")).to_have_count(1)
+
+
 async def test_the_filter_is_the_condition_builder_and_saves_as_a_segment(
     signed_in: Page, api: Api
 ) -> None:
