@@ -115,3 +115,23 @@ async def test_an_account_sees_only_its_environments(
     await switch.select_option(label=other.name)
     await expect(signed_in.get_by_role("link", name="B only")).to_be_visible()
     await expect(switch).to_have_value(str(other.id))
+
+
+async def test_signing_in_and_reaching_the_navigation_by_keyboard_alone(
+    page: Page, account: Account
+) -> None:
+    await page.goto("/sign-in")
+    await expect(page.get_by_label("Email")).to_be_focused()  # autofocus
+    await page.keyboard.type(account.email)
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(account.password)
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Segments")).to_be_visible()
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    for _ in range(3):  # the brand, then Users, then Segments
+        await page.keyboard.press("Tab")
+    await expect(page.get_by_role("link", name="Segments", exact=True)).to_be_focused()
+    await page.keyboard.press("Shift+Tab")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Users")).to_be_visible()
