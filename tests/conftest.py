@@ -187,8 +187,9 @@ class ServiceStack:
         port = getattr(self.settings, f"{service}_port")
         return f"http://127.0.0.1:{port}"
 
-    def start(self, service: str, **overrides: object) -> None:
-        """Start ``service``; ``overrides`` replace settings fields for this process only."""
+    def start(self, service: str, *, wait: bool = True, **overrides: object) -> None:
+        """Start ``service`` (and wait until it is healthy unless not ``wait``); ``overrides``
+        replace settings fields for this process only."""
         settings = msgspec.structs.replace(self.settings, **overrides)
         env = {**os.environ, **to_environ(settings)}
         log = open(self.logs / f"{service}.log", "ab")
@@ -199,7 +200,8 @@ class ServiceStack:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        self.wait_healthy(service)
+        if wait:
+            self.wait_healthy(service)
 
     def wait_healthy(self, service: str, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout

@@ -169,3 +169,36 @@ async def test_postgres_restart(
 
     await _under_load(api, db, fault_settings, restart_postgres)
     assert _pids(fault_stack) == before
+
+
+async def test_the_worker_waits_for_its_servers_at_start(
+    api: Api,
+    db: asyncpg.Pool,
+    fault_settings: Settings,
+    fault_stack: ServiceStack,
+    servers: PrivateServers,
+) -> None:
+    """A worker started before PostgreSQL and Redis (a whole machine rebooting) waits for
+    them with backoff instead of exiting, then works."""
+    await api.identify("early", {"n": 1})  # in the inbox before anything goes down
+    fault_stack.kill("worker", signal.SIGKILL)
+    servers.redis.kill()
+    await asyncio.to_thread(servers.postgres.stop, "fast")
+    try:
+        fault_stack.start("worker", wait=False)
+        await asyncio.sleep(2)
+        worker = fault_stack.procs["worker"]
+        assert worker.poll() is None, "the worker exited without its servers"
+        await asyncio.to_thread(servers.redis.start)
+        await asyncio.sleep(1)  # Redis back first: the worker now waits for PostgreSQL
+        assert worker.poll() is None
+    finally:
+        await asyncio.to_thread(servers.postgres.start)
+    await asyncio.to_thread(fault_stack.wait_healthy, "worker")
+
+    async def applied() -> bool:
+        profile = await api.profile("early")
+        return profile is not None and profile["attributes"] == {"n": 1}
+
+    await eventually(applied, within=30)
+    assert _pids(fault_stack)["worker"] == worker.pid
