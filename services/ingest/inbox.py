@@ -42,6 +42,15 @@ ENQUEUE_TIMEOUT = 2.0
 DRAIN_INTERVAL = 0.05
 
 
+#: What a kept connection raises once a PostgreSQL restart closed it.
+_STALE_CONNECTION = (
+    asyncpg.InterfaceError,  # detached by the pool once asyncpg saw it close
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,  # a fast shutdown or pg_terminate_backend
+    asyncpg.InternalClientError,  # "cannot switch to state ...": met the close mid-way
+)
+
+
 class InboxUnavailable(Exception):
     """The rows could not be committed; nothing of the request was acknowledged."""
 
@@ -128,8 +137,9 @@ class InboxWriter:
 
     async def _flusher(self) -> None:
         # Each flusher keeps one pooled connection while it runs: no acquire and release (nor
-        # their bookkeeping) per flush. After a failed insert the connection goes back to the
-        # pool (which closes it if it broke) and the next flush takes another.
+        # their bookkeeping) per flush. When PostgreSQL closed it meanwhile, the flush goes
+        # once more on a new one; after a failed insert the connection goes back to the pool
+        # (which closes it if it broke) and the next flush takes another.
         conn: PoolConn | None = None
         try:
             while True:
@@ -155,9 +165,18 @@ class InboxWriter:
                 times.append(received_at)
                 bodies.append(body)
         try:
+            if conn is not None:
+                try:
+                    await conn.execute(INSERT_INBOX, env_ids, times, bodies)
+                except _STALE_CONNECTION:
+                    # the kept connection died with a PostgreSQL restart (asyncpg detaches it):
+                    # once more on a fresh one. Were the rows committed all the same, the
+                    # worker applies each messageId once.
+                    await self._release_quietly(conn)
+                    conn = None
             if conn is None:
                 conn = await self.pool.acquire()
-            await conn.execute(INSERT_INBOX, env_ids, times, bodies)
+                await conn.execute(INSERT_INBOX, env_ids, times, bodies)
         except Exception as exc:  # any failure: acknowledge nothing, tell the clients to retry
             log.error("inbox insert of %d rows failed: %r", len(bodies), exc)
             for item in items:

@@ -169,6 +169,7 @@ async def test_postgres_restart(
 
     await _under_load(api, db, fault_settings, restart_postgres)
     assert _pids(fault_stack) == before
+    await _ingest_accepts(api)
 
 
 async def test_the_worker_waits_for_its_servers_at_start(
@@ -202,3 +203,15 @@ async def test_the_worker_waits_for_its_servers_at_start(
 
     await eventually(applied, within=30)
     assert _pids(fault_stack)["worker"] == worker.pid
+    await _ingest_accepts(api)
+
+
+async def _ingest_accepts(api: Api) -> None:
+    """Ingest's first inserts after a PostgreSQL restart may meet a connection the restart
+    closed: a 503 (the client retries) that must not last."""
+
+    async def accepted() -> bool:
+        resp = await api.ingest.post("/v1/track", json={"userId": "probe", "event": "Probe"})
+        return resp.status_code == 200
+
+    await eventually(accepted, within=10, interval=0.1)
