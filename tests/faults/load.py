@@ -22,6 +22,7 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 
+from services.cli import verify_cache
 from shared.membership_cache import MembershipCache, load_user_memberships
 from shared.settings import Settings
 from tests.e2e.conftest import Api, eventually
@@ -122,7 +123,8 @@ async def assert_final_state(
     api: Api, db: asyncpg.Pool, settings: Settings, load: Load, busy_id: int
 ) -> None:
     """Every acknowledged message applied exactly once, memberships as a fault-free run
-    leaves them, Redis agreeing with PostgreSQL, and the query service answering so."""
+    leaves them, Redis agreeing with PostgreSQL (no drift found by ``segments verify-cache``),
+    and the query service answering so."""
     env_id = api.env.id
     assert load.acked == load.messages
 
@@ -151,6 +153,10 @@ async def assert_final_state(
     assert {r["user_id"] for r in members} == expected_busy
 
     async def redis_agrees() -> bool:
+        # `segments verify-cache` (every set of the deployment), then this load's users one
+        # by one, the same comparison written out here
+        if await verify_cache(settings, repair=False, recheck_after=0.2):
+            return False
         return not await cache_drift(db, settings, env_id, list(load.sent))
 
     await eventually(redis_agrees, within=20)
