@@ -9,10 +9,9 @@ touched users' memberships are re-evaluated and their difference written.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import msgspec
 
@@ -26,18 +25,13 @@ from services.worker.identity import (
     profile_from_row,
     resolve,
 )
-from services.worker.tags import apply_tags, stored_tags
+from services.worker.tags import apply_tags
 from services.worker.typing_check import check_types
 from services.worker.writes import write_profiles, write_rest
 from shared.conditions import Subject
 from shared.db import Conn
-from shared.membership import (
-    EnvSegments,
-    bump_versions,
-    outbox,
-    stored_memberships,
-    write_memberships,
-)
+from shared.membership import EnvSegments, bump_versions, outbox, write_memberships
+from shared.membership.loader import Inputs, load_inputs, subject
 from shared.messages import InboxMessage
 from shared.profiles import apply_changes, apply_segment_ops
 from shared.redis_keys import anonymous as anonymous_key
@@ -97,40 +91,6 @@ def _apply(state: BatchState, msg: InboxMessage) -> Profile:
     return profile
 
 
-async def company_attributes(
-    conn: Conn, env_id: int, user_pks: list[int]
-) -> dict[int, tuple[dict[str, Any], ...]]:
-    """{user pk: attributes of each of the user's companies} (for company-scope conditions)."""
-    out: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    rows = await conn.fetch(
-        """SELECT m.user_pk, c.attributes FROM company_members m
-           JOIN companies c ON c.env_id = m.env_id AND c.id = m.company_pk
-           WHERE m.env_id = $1 AND m.user_pk = ANY($2)""",
-        env_id,
-        user_pks,
-    )
-    for row in rows:
-        out[row["user_pk"]].append(row["attributes"])
-    return {pk: tuple(attrs) for pk, attrs in out.items()}
-
-
-async def event_counts(
-    conn: Conn, env_id: int, user_pks: list[int], names: Iterable[str]
-) -> dict[int, dict[str, dict[int, int]]]:
-    """{user pk: {event name: {UTC epoch day: count}}} for the events conditions read."""
-    out: dict[int, dict[str, dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
-    rows = await conn.fetch(
-        """SELECT user_pk, name, day - DATE '1970-01-01' AS day, count FROM event_counts
-           WHERE env_id = $1 AND user_pk = ANY($2) AND name = ANY($3)""",
-        env_id,
-        user_pks,
-        list(names),
-    )
-    for row in rows:
-        out[row["user_pk"]][row["name"]][row["day"]] = row["count"]
-    return out
-
-
 async def apply_messages(
     conn: Conn,
     env_id: int,
@@ -154,9 +114,17 @@ async def apply_messages(
     await write_rest(conn, state, real)
 
     pks = [p.pk for p in profiles]
-    companies = await company_attributes(conn, env_id, pks) if segments.uses_companies else {}
-    events = await event_counts(conn, env_id, pks, segments.events) if segments.events else {}
-    old = await stored_memberships(conn, env_id, pks)
+    loaded = await load_inputs(
+        conn,
+        env_id,
+        pks,
+        tags=False,  # the batch's own result (apply_tags), below
+        companies=segments.uses_companies,
+        events=segments.events,
+        segments=True,
+    )
+    inputs = msgspec.structs.replace(loaded, tags=tags)
+    old = {pk: set(loaded.segments[pk]) for pk in pks}
     manual_by_id = {v: k for k, v in segments.manual.items()}
     new: dict[int, set[int]] = {}
     for p in profiles:
@@ -166,8 +134,7 @@ async def apply_messages(
         keys = apply_segment_ops(
             {manual_by_id[i] for i in merged_manual}, p.manual_ops, segments.manual
         )
-        subject = _subject(p, tags, companies, events)
-        new[p.pk] = segments.evaluate(subject, (segments.manual[k] for k in keys), now)
+        new[p.pk] = segments.evaluate(_subject(p, inputs), (segments.manual[k] for k in keys), now)
     if segments.uses_companies and state.changed_companies:
         neighbours = await _company_neighbours(
             conn, env_id, state.changed_companies, set(pks), segments
@@ -201,22 +168,10 @@ async def apply_messages(
     return BatchResult(redis_sets, len(messages), changes, outbox_id)
 
 
-def _subject(
-    p: Profile,
-    tags: Mapping[int, Iterable[tuple[str, str]]],
-    companies: Mapping[int, tuple[dict[str, Any], ...]],
-    events: Mapping[int, dict[str, dict[int, int]]],
-) -> Subject:
-    """What the conditions read of a profile."""
-    return Subject(
-        user_pk=p.pk,
-        user_id=p.user_id,
-        attributes=p.attributes,
-        first_seen_at=ms_to_dt(p.first_seen),
-        last_seen_at=ms_to_dt(p.last_seen),
-        tags=frozenset(tags.get(p.pk, ())),
-        companies=companies.get(p.pk, ()),
-        events=events.get(p.pk, {}),
+def _subject(p: Profile, inputs: Inputs) -> Subject:
+    """What the conditions read of a profile (its attributes as this batch left them)."""
+    return subject(
+        p.pk, p.user_id, p.attributes, ms_to_dt(p.first_seen), ms_to_dt(p.last_seen), inputs
     )
 
 
@@ -268,14 +223,18 @@ async def _evaluate_neighbours(
     """Evaluate profiles the batch did not change (their company did) into ``old`` / ``new``."""
     if not neighbours:
         return
-    pks = [n.pk for n in neighbours]
-    old.update(await stored_memberships(conn, env_id, pks))
-    companies = await company_attributes(conn, env_id, pks)
-    events = await event_counts(conn, env_id, pks, segments.events) if segments.events else {}
-    tags = await stored_tags(conn, env_id, pks) if segments.uses_tags else {}
+    inputs = await load_inputs(
+        conn,
+        env_id,
+        [n.pk for n in neighbours],
+        tags=segments.uses_tags,
+        companies=True,
+        events=segments.events,
+        segments=True,
+    )
     for n in neighbours:
-        subject = _subject(n, tags, companies, events)
-        new[n.pk] = segments.evaluate(subject, old[n.pk] & segments.manual_ids, now)
+        old[n.pk] = set(inputs.segments[n.pk])
+        new[n.pk] = segments.evaluate(_subject(n, inputs), old[n.pk] & segments.manual_ids, now)
 
 
 async def _anonymous_ids(conn: Conn, env_id: int, pks: list[int]) -> dict[int, set[str]]:

@@ -18,10 +18,11 @@ from typing import Any
 
 import msgspec
 
-from services.worker.tags import apply_tag_ops, stored_tags
+from services.worker.tags import apply_tag_ops
 from shared.csv_cells import unescape_cell
 from shared.db import Conn
 from shared.import_mapping import MAX_TAG_PART, ColumnMapping
+from shared.membership.loader import stored_tags
 from shared.messages import Change, InboxMessage, MessageError, TagOp, normalise_id
 from shared.profiles import apply_changes, apply_segment_ops
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 from services.worker.identity import Profile
 from shared.db import Conn
+from shared.membership.loader import stored_tags
 from shared.messages import TagOp
 
 TagSet = frozenset[tuple[str, str]]
@@ -25,23 +25,6 @@ def apply_tag_ops(current: Iterable[tuple[str, str]], ops: Iterable[TagOp]) -> T
         else:  # clear
             tags.clear()
     return frozenset(tags)
-
-
-async def stored_tags(
-    conn: Conn, env_id: int, user_pks: list[int]
-) -> dict[int, set[tuple[str, str]]]:
-    """{user pk: {(key, value)}} as stored."""
-    out: dict[int, set[tuple[str, str]]] = defaultdict(set)
-    rows = await conn.fetch(
-        """SELECT ut.user_pk, t.key, t.value FROM user_tags ut
-           JOIN tags t ON t.env_id = ut.env_id AND t.id = ut.tag_id
-           WHERE ut.env_id = $1 AND ut.user_pk = ANY($2)""",
-        env_id,
-        user_pks,
-    )
-    for row in rows:
-        out[row["user_pk"]].add((row["key"], row["value"]))
-    return out
 
 
 async def apply_tags(

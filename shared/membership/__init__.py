@@ -8,6 +8,8 @@ Read top to bottom:
   (evaluation order, the segments built on one);
 - :mod:`~shared.membership.catalog`: an environment's segments compiled for the Python engine
   (what the worker evaluates for the users a batch touched);
+- :mod:`~shared.membership.loader`: everything a condition reads of a set of users, loaded
+  once for the worker and for explain;
 - :mod:`~shared.membership.store`: stored memberships, the difference written, the change log
   and webhook outbox, and the one rule that bumps ``membership_version``;
 - :mod:`~shared.membership.outbox`: every writer's Redis step tied to its commit, and the

@@ -1,18 +1,44 @@
-"""The graph of segment references (a condition's ``{"segment": ...}`` leaves): evaluation
-order and the segments built on one."""
+"""The graph of segment references (a condition's ``{"segment": ...}`` leaves), one for every
+use: the worker's evaluation order, the recomputes of the segments built on one, and the
+admin's checks (unknown references, cycles, depth) when a definition is saved."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import asyncpg
 
-from shared.conditions import ConditionError, parse_condition, referenced_segments
 from shared.db import Conn
 
 log = logging.getLogger(__name__)
+
+GROUPS = ("all", "any", "none")
+MAX_REFERENCE_DEPTH = 10
+
+
+class GraphError(ValueError):
+    """A reference to no segment, a cycle, or references nested too deep (``path``: the JSON
+    path of the offending node)."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def segment_refs(node: Any, path: str = "$") -> Iterator[tuple[str, str]]:
+    """(JSON path, key or id as a string) of every segment leaf under ``node``."""
+    if not isinstance(node, Mapping):
+        return
+    if "segment" in node and not isinstance(node["segment"], Mapping | list):
+        yield f"{path}.segment", str(node["segment"])
+        return
+    for group in GROUPS:
+        children = node.get(group)
+        if isinstance(children, list):
+            for i, child in enumerate(children):
+                yield from segment_refs(child, f"{path}.{group}[{i}]")
 
 
 def name_map(rows: Iterable[asyncpg.Record] | Iterable[Mapping[str, Any]]) -> dict[str, int]:
@@ -61,24 +87,18 @@ def dependency_order(refs: Mapping[int, set[int]]) -> list[int]:
     return order
 
 
-async def load_refs(conn: Conn, env_id: int) -> dict[int, set[int]]:
-    """{dynamic segment id: ids of the segments its conditions refer to} (conditions that no
-    longer parse refer to nothing)."""
-    rows = await conn.fetch(
-        """SELECT id, conditions FROM segments
-           WHERE env_id = $1 AND kind = 'dynamic' AND conditions IS NOT NULL""",
-        env_id,
+async def load_graph(conn: Conn, env_id: int) -> SegmentGraph:
+    """The environment's segments and their references, as stored."""
+    rows = await conn.fetch("SELECT id, key, conditions FROM segments WHERE env_id = $1", env_id)
+    return SegmentGraph(
+        {r["key"]: r["id"] for r in rows},
+        {r["id"]: r["conditions"] for r in rows if r["conditions"] is not None},
     )
-    names = await segment_names(conn, env_id)
-    refs: dict[int, set[int]] = {}
-    for row in rows:
-        try:
-            cond = parse_condition(row["conditions"])
-        except ConditionError:
-            refs[row["id"]] = set()
-            continue
-        refs[row["id"]] = {names[r] for r in referenced_segments(cond) if r in names}
-    return refs
+
+
+async def load_refs(conn: Conn, env_id: int) -> dict[int, set[int]]:
+    """{segment id with conditions: ids of the segments they refer to}."""
+    return (await load_graph(conn, env_id)).edges
 
 
 def reaching(refs: Mapping[int, set[int]], segment_ids: set[int]) -> set[int]:
@@ -100,3 +120,70 @@ async def dependents_of(conn: Conn, env_id: int, segment_id: int) -> list[int]:
     refs = await load_refs(conn, env_id)
     reached = reaching(refs, {segment_id})
     return [s for s in dependency_order(refs) if s in reached]
+
+
+class SegmentGraph:
+    """An environment's segments (key → id) and their references (id → referenced ids)."""
+
+    def __init__(self, keys: Mapping[str, int], conditions: Mapping[int, Any]) -> None:
+        self.keys = dict(keys)
+        self.ids = set(self.keys.values())
+        self.names = {v: k for k, v in self.keys.items()}
+        self.conditions = dict(conditions)
+        self.edges: dict[int, set[int]] = {}
+        for seg_id, cond in conditions.items():
+            self.edges[seg_id] = {
+                found for _, ref in segment_refs(cond) if (found := self.resolve(ref)) is not None
+            }
+
+    def resolve(self, ref: str) -> int | None:
+        """The id of the segment with key ``ref``, else with id ``ref``."""
+        found = self.keys.get(ref)
+        if found is None and ref.isascii() and ref.isdigit() and int(ref) in self.ids:
+            found = int(ref)
+        return found
+
+    def check(self, seg_id: int, seg_key: str, conditions: Any) -> None:
+        """Raise GraphError when ``conditions`` (the new conditions of segment ``seg_id``) name a
+        segment that does not exist, or close a cycle of references, or nest too deep."""
+        self.keys[seg_key] = seg_id
+        self.ids.add(seg_id)
+        self.names[seg_id] = seg_key
+        targets: set[int] = set()
+        for path, ref in segment_refs(conditions):
+            found = self.resolve(ref)
+            if found is None:
+                raise GraphError(f"{path}: no segment with key or id {ref!r}", path)
+            targets.add(found)
+        self.edges[seg_id] = targets
+        depth = self._depth(seg_id, seg_id, [seg_id], {})
+        if depth > MAX_REFERENCE_DEPTH:
+            raise GraphError(
+                f"conditions: segment references nest {depth} deep (at most {MAX_REFERENCE_DEPTH})",
+                "conditions",
+            )
+
+    def _depth(self, node: int, start: int, trail: list[int], memo: dict[int, int]) -> int:
+        """The longest chain of references from ``node``; raises 422 on a cycle back to
+        ``start`` (the rest of the graph was acyclic when saved, so memoising is sound)."""
+        if node in memo:
+            return memo[node]
+        best = 0
+        for target in self.edges.get(node, ()):
+            if target == start:
+                chain = " → ".join(self.names.get(i, str(i)) for i in [*trail, target])
+                raise GraphError(
+                    f"conditions: segment references form a cycle: {chain}", "conditions"
+                )
+            if target not in trail:
+                best = max(best, 1 + self._depth(target, start, [*trail, target], memo))
+        memo[node] = best
+        return best
+
+    def in_order(self, seg_ids: set[int]) -> list[int]:
+        """``seg_ids`` ordered so that each comes after those of them it refers to."""
+        return dependency_order({s: self.edges.get(s, set()) & seg_ids for s in seg_ids})
+
+    def referrers(self, seg_id: int) -> list[str]:
+        """Keys of the segments whose conditions refer to ``seg_id``."""
+        return sorted(self.names[s] for s, targets in self.edges.items() if seg_id in targets)

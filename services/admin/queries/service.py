@@ -33,6 +33,7 @@ from shared.conditions import (
 from shared.db import Conn
 from shared.http import ApiError
 from shared.membership.graph import segment_names
+from shared.membership.loader import load_inputs, subject
 
 SAMPLE_SIZE = 20
 CREATED = parse_sort(None)
@@ -174,46 +175,19 @@ LIMIT 1
 
 
 async def load_subject(conn: Conn, env_id: int, user: asyncpg.Record, events: set[str]) -> Subject:
-    """The Python engine's view of one user: attributes, tags, companies' attributes,
-    segment memberships, and the day counts of ``events``."""
+    """The user as conditions read them, loaded as the worker loads the users it evaluates
+    (:mod:`shared.membership.loader`): explain and the worker cannot read a user differently."""
     pk = user["id"]
-    tags = await conn.fetch(
-        """SELECT t.key, t.value FROM user_tags ut
-           JOIN tags t ON t.env_id = ut.env_id AND t.id = ut.tag_id
-           WHERE ut.env_id = $1 AND ut.user_pk = $2""",
-        env_id,
-        pk,
+    inputs = await load_inputs(
+        conn, env_id, [pk], tags=True, companies=True, events=events, segments=True
     )
-    companies = await conn.fetch(
-        """SELECT c.attributes FROM company_members cm
-           JOIN companies c ON c.env_id = cm.env_id AND c.id = cm.company_pk
-           WHERE cm.env_id = $1 AND cm.user_pk = $2 ORDER BY c.id""",
-        env_id,
-        pk,
-    )
-    segments = await conn.fetch(
-        "SELECT segment_id FROM memberships WHERE env_id = $1 AND user_pk = $2", env_id, pk
-    )
-    counts: dict[str, dict[int, int]] = {}
-    if events:
-        for r in await conn.fetch(
-            """SELECT name, day - DATE '1970-01-01' AS day, count FROM event_counts
-               WHERE env_id = $1 AND user_pk = $2 AND name = ANY($3::text[])""",
-            env_id,
-            pk,
-            sorted(events),
-        ):
-            counts.setdefault(r["name"], {})[r["day"]] = r["count"]
-    return Subject(
+    return subject(
         pk,
         user["user_id"],
         user["attributes"],
         user["first_seen_at"],
         user["last_seen_at"],
-        tags=frozenset((r["key"], r["value"]) for r in tags),
-        companies=tuple(r["attributes"] for r in companies),
-        segments=frozenset(r["segment_id"] for r in segments),
-        events=counts,
+        inputs,
     )
 
 

@@ -12,9 +12,10 @@ from collections.abc import Iterable
 
 import msgspec
 
-from services.admin.segments.references import SegmentGraph, tag_refs
+from services.admin.segments.references import tag_refs
 from services.admin.state import AdminState
 from shared.db import Conn
+from shared.membership.graph import SegmentGraph
 
 
 class Dependents(msgspec.Struct):

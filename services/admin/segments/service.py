@@ -13,7 +13,6 @@ from typing import Any
 import asyncpg
 from msgspec import UNSET
 
-from services.admin.segments.references import SegmentGraph, segment_refs
 from services.admin.segments.schemas import Progress, Segment, SegmentCreate, SegmentUpdate
 from shared.attribute_types import load_types
 from shared.conditions import (
@@ -25,7 +24,7 @@ from shared.conditions import (
 )
 from shared.db import Conn
 from shared.http import ApiError
-from shared.membership.graph import segment_names
+from shared.membership.graph import GraphError, SegmentGraph, segment_names, segment_refs
 from shared.membership.locking import lock_definitions
 
 MAX_KEY = 100
@@ -162,6 +161,14 @@ async def _graph(conn: Conn, env_id: int) -> SegmentGraph:
     )
 
 
+def _check(graph: SegmentGraph, seg_id: int, key: str, conditions: Any) -> None:
+    """The graph's checks of new conditions, as a 422 naming the offending node."""
+    try:
+        graph.check(seg_id, key, conditions)
+    except GraphError as exc:
+        raise ApiError(422, str(exc), exc.path) from exc
+
+
 async def _free_key(conn: Conn, env_id: int, base: str) -> str:
     # base is [a-z0-9-] only, so it holds no LIKE wildcard.
     taken = {
@@ -210,7 +217,7 @@ async def create_segment(conn: Conn, env_id: int, body: SegmentCreate) -> Segmen
             status,
         )
         if conditions is not None:
-            graph.check(seg_id, key, conditions)
+            _check(graph, seg_id, key, conditions)
         row = await find_segment(conn, env_id, str(seg_id))
     assert row is not None
     return to_segment(row)
@@ -260,7 +267,7 @@ async def update_segment(
             else:
                 new = await normalise_conditions(conn, env_id, patch.conditions)
                 if new != conditions:
-                    graph.check(row["id"], key, new)
+                    _check(graph, row["id"], key, new)
                     conditions, changed = new, True
         await conn.execute(
             """UPDATE segments
