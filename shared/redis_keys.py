@@ -8,10 +8,6 @@ from __future__ import annotations
 
 #: arq queue the worker listens on (prefixed per deployment, see :func:`queue_name`).
 QUEUE_SUFFIX = "arq:queue"
-#: A member present in every complete membership set: a set without it is a cache miss.
-COMPLETE = "_"
-#: Seconds a membership set refilled by the query service lives (the worker's writes don't expire).
-REFILL_TTL = 24 * 3600
 
 
 def queue_name(prefix: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from litestar import Litestar, Request, Response, get
 
-from services.query.catalog import SegmentCatalog
+from services.query.catalog import SegmentKeyCache
 from services.query.handlers import (
     anonymous_in_segment,
     anonymous_segments,
@@ -73,7 +73,7 @@ def create_app(settings: Settings) -> Litestar:
                 pool=pool,
                 redis=redis,
                 envs=EnvironmentCache(pool, settings.cache_seconds),
-                catalog=SegmentCatalog(pool, settings.cache_seconds),
+                catalog=SegmentKeyCache(pool, settings.cache_seconds),
                 memberships=Memberships(cache, pool, reader),
                 limits=RequestLimits.from_settings(settings),
                 token_max_age=settings.identity_token_max_age_seconds,

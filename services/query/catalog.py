@@ -4,7 +4,7 @@ The query service answers "which segments is U in" from Redis sets of segment id
 turns ids into ``{"id", "key", "name"}`` and keys into ids. It is reloaded from PostgreSQL every
 ``ttl`` seconds, and at once when a caller names a key or id it does not know (so a segment
 created a moment ago is found, not answered with 404). A check naming many keys
-(:meth:`SegmentCatalog.resolve_many`) reloads at most once, and remembers the names still
+(:meth:`SegmentKeyCache.resolve_many`) reloads at most once, and remembers the names still
 unknown for :data:`UNKNOWN_SECONDS`: a flood of unknown names (1,000 in one check, or the same
 ones in every check) no longer costs a load each. Ids found in a membership set but not in
 the catalog belong to deleted segments and are left out of every answer.
@@ -27,8 +27,10 @@ class SegmentRef(msgspec.Struct, frozen=True):
     name: str
 
 
-class EnvSegments:
-    """One environment's segments, as loaded at ``loaded_at`` (monotonic seconds)."""
+class SegmentKeys:
+    """One environment's segment keys and ids, as the query service resolves them, loaded at
+    ``loaded_at`` (monotonic seconds). (Not the worker's compiled segments:
+    :class:`shared.membership.EnvSegments`.)"""
 
     __slots__ = ("all_id", "by_id", "by_key", "high_water", "loaded_at")
 
@@ -67,20 +69,20 @@ _LOAD = "SELECT id, key, name, kind FROM segments WHERE env_id = $1"
 _HIGH_WATER = "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('segments', 'id')), 0)"
 
 
-class SegmentCatalog:
-    """Per-environment :class:`EnvSegments`, reloaded every ``ttl`` seconds or on demand."""
+class SegmentKeyCache:
+    """Per-environment :class:`SegmentKeys`, reloaded every ``ttl`` seconds or on demand."""
 
     def __init__(self, pool: asyncpg.Pool, ttl: float) -> None:
         self.pool = pool
         self.ttl = ttl
-        self._envs: dict[int, EnvSegments] = {}
+        self._envs: dict[int, SegmentKeys] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         #: env id -> name -> monotonic time until which it is known to be unknown
         self._unknown: dict[int, dict[str, float]] = {}
         #: loads from PostgreSQL so far (for tests and operators)
         self.loads = 0
 
-    async def get(self, env_id: int) -> EnvSegments:
+    async def get(self, env_id: int) -> SegmentKeys:
         """The environment's segments, no older than ``ttl`` seconds."""
         current = self._envs.get(env_id)
         now = time.monotonic()
@@ -88,7 +90,7 @@ class SegmentCatalog:
             return current
         return await self._reload(env_id, since=now - self.ttl)
 
-    async def covering(self, env_id: int, ids: set[int]) -> EnvSegments:
+    async def covering(self, env_id: int, ids: set[int]) -> SegmentKeys:
         """The environment's segments, reloaded first when ``ids`` (from a membership set)
         hold a segment created after the last load."""
         segments = await self.get(env_id)
@@ -96,7 +98,7 @@ class SegmentCatalog:
             segments = await self._reload(env_id, since=time.monotonic())
         return segments
 
-    async def resolve(self, env_id: int, ref: str) -> tuple[EnvSegments, int | None]:
+    async def resolve(self, env_id: int, ref: str) -> tuple[SegmentKeys, int | None]:
         """(segments, id of the segment named by key or id ``ref`` or None when it does not
         exist). An unknown ``ref`` triggers a reload begun after this call, so the answer None
         is never older than the question."""
@@ -108,8 +110,8 @@ class SegmentCatalog:
         return segments, found
 
     async def resolve_many(
-        self, env_id: int, refs: list[str], segments: EnvSegments
-    ) -> tuple[EnvSegments, dict[str, int | None]]:
+        self, env_id: int, refs: list[str], segments: SegmentKeys
+    ) -> tuple[SegmentKeys, dict[str, int | None]]:
         """Like :meth:`resolve` for many keys or ids, starting from ``segments``: one reload
         at most, and none for names found unknown less than :data:`UNKNOWN_SECONDS` ago."""
         now = time.monotonic()
@@ -127,7 +129,7 @@ class SegmentCatalog:
                     unknown[ref] = until
         return segments, found
 
-    async def _reload(self, env_id: int, since: float) -> EnvSegments:
+    async def _reload(self, env_id: int, since: float) -> SegmentKeys:
         """Load unless another task already began a load at or after ``since``; concurrent
         callers share one query (one in flight per environment)."""
         lock = self._locks.get(env_id)
@@ -142,6 +144,6 @@ class SegmentCatalog:
             async with self.pool.acquire() as conn:
                 high_water = await conn.fetchval(_HIGH_WATER)
                 rows = await conn.fetch(_LOAD, env_id)
-            fresh = EnvSegments(rows, high_water, started)
+            fresh = SegmentKeys(rows, high_water, started)
             self._envs[env_id] = fresh
             return fresh

@@ -12,7 +12,7 @@ from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
 from services.query.auth import verify_identity
-from services.query.catalog import EnvSegments, SegmentRef
+from services.query.catalog import SegmentKeys, SegmentRef
 from services.query.state import QueryState
 from shared.environments import Environment
 from shared.http import ApiError, decode_json, key_from_headers
@@ -78,7 +78,7 @@ async def _caller(q: QueryState, request: Request[Any, Any, Any]) -> Environment
     return env
 
 
-def _is_member(segs: EnvSegments, known: bool, ids: set[int], segment_id: int) -> bool:
+def _is_member(segs: SegmentKeys, known: bool, ids: set[int], segment_id: int) -> bool:
     # "All users" holds for every known user, whether or not a membership row was written.
     return segment_id in ids or (known and segment_id == segs.all_id)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as aioredis
 
-from services.query.catalog import SegmentCatalog
+from services.query.catalog import SegmentKeyCache
 from services.query.memberships import Memberships
 from shared.http import EnvironmentCache
 from shared.rate_limit import RequestLimits
@@ -20,7 +20,7 @@ class QueryState:
     pool: asyncpg.Pool
     redis: aioredis.Redis
     envs: EnvironmentCache
-    catalog: SegmentCatalog
+    catalog: SegmentKeyCache
     memberships: Memberships
     limits: RequestLimits
     #: SEGMENTS_IDENTITY_TOKEN_MAX_AGE_SECONDS
