@@ -32,8 +32,8 @@ import redis.asyncio as aioredis
 from bench.recompute import load_users
 from bench.stack import DATA, BenchDatabase, Services, drop_redis_keys, redis_url
 from shared.db import create_pool
+from shared.membership.cache import MembershipCache
 from shared.membership.verify import CacheVerifier
-from shared.membership_cache import MembershipCache
 from shared.settings import Settings
 
 

@@ -30,7 +30,7 @@ from bench.worker import create_segments, fill, messages
 from services.worker.drain import DrainStats, drain_round
 from shared.db import create_pool
 from shared.membership import SegmentCatalog
-from shared.membership_cache import MembershipCache
+from shared.membership.cache import MembershipCache
 from shared.messages import WireMessage, inbox_encoder, normalise
 
 TRIGGER = """

@@ -28,7 +28,7 @@ from shared.conditions import compile_sql, parse_condition
 from shared.db import create_pool
 from shared.environments import ensure_environment
 from shared.membership import recompute_segment
-from shared.membership_cache import MembershipCache
+from shared.membership.cache import MembershipCache
 from shared.migrate import migrate
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -24,7 +24,7 @@ from services.worker.drain import DrainStats, drain_round
 from shared.db import Conn, create_pool
 from shared.environments import ensure_environment
 from shared.membership import SegmentCatalog
-from shared.membership_cache import MembershipCache
+from shared.membership.cache import MembershipCache
 from shared.messages import WireMessage, inbox_encoder, normalise
 from shared.migrate import migrate
 

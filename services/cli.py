@@ -59,8 +59,8 @@ async def verify_cache(settings: Settings, *, repair: bool, recheck_after: float
     print what was found; returns how many sets disagree."""
     import redis.asyncio as aioredis
 
+    from shared.membership.cache import MembershipCache
     from shared.membership.verify import CacheVerifier
-    from shared.membership_cache import MembershipCache
 
     dsn, redis_url = _require_urls(settings)
     pool = await create_pool(dsn, size=2)

@@ -29,7 +29,7 @@ from services.admin.users.controller import UserController
 from services.admin.webhooks.controller import WebhookController
 from shared.db import create_pool
 from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, health_response, refuse_nul
-from shared.membership_cache import MembershipCache
+from shared.membership.cache import MembershipCache
 from shared.redis_keys import queue_name
 from shared.settings import Settings
 

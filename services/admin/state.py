@@ -17,7 +17,7 @@ from services.admin.console.sessions import COOKIE as session_cookie
 from services.admin.console.sessions import session_environment
 from shared.environments import Environment
 from shared.http import EnvironmentCache, key_from_headers
-from shared.membership_cache import MembershipCache
+from shared.membership.cache import MembershipCache
 from shared.redis_keys import drain_job_id, queue_name, recompute_job_id
 from shared.settings import Settings
 

@@ -32,7 +32,7 @@ from shared.http import (
     health_response,
     refuse_nul,
 )
-from shared.membership_cache import MembershipCache
+from shared.membership.cache import MembershipCache
 from shared.rate_limit import RequestLimits
 from shared.settings import Settings
 

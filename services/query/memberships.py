@@ -16,7 +16,7 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from services.query.redis_reader import PipelinedReader
-from shared.membership_cache import MembershipCache, load_user_memberships, parse_members
+from shared.membership.cache import MembershipCache, load_user_memberships, parse_members
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from services.worker.apply import BatchResult, apply_messages
 from services.worker.outage import REDIS_GONE, postgres_gone
 from shared.db import Conn
 from shared.membership import SegmentCatalog, outbox
+from shared.membership.cache import MembershipCache
 from shared.membership.locking import RETRYABLE, lock_definitions
-from shared.membership_cache import MembershipCache
 from shared.messages import InboxMessage, inbox_decoder
 
 log = logging.getLogger(__name__)

@@ -41,8 +41,8 @@ from shared.db import Conn
 from shared.import_files import delete_file, read_chunks
 from shared.import_mapping import ColumnMapping
 from shared.membership import SegmentCatalog, outbox
+from shared.membership.cache import MembershipCache
 from shared.membership.locking import lock_definitions
-from shared.membership_cache import MembershipCache
 from shared.messages import epoch_ms
 from shared.redis_keys import queue_name, recompute_job_id
 from shared.settings import Settings

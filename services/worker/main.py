@@ -38,8 +38,8 @@ from services.worker.timed import recheck_timed_segments
 from services.worker.webhooks import deliver_webhooks
 from shared.db import create_pool
 from shared.membership import SegmentCatalog, outbox
+from shared.membership.cache import MembershipCache, rebuild_cache
 from shared.membership.verify import CacheVerifier
-from shared.membership_cache import MembershipCache, rebuild_cache
 from shared.redis_keys import cache_marker_key, drain_job_id, queue_name
 from shared.settings import Settings
 

@@ -26,9 +26,9 @@ import msgspec
 
 from shared.conditions import ConditionError
 from shared.membership import recompute_segment
+from shared.membership.cache import MembershipCache
 from shared.membership.graph import load_refs
 from shared.membership.recompute import LEASE_SECONDS
-from shared.membership_cache import MembershipCache
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from datetime import datetime
 import asyncpg
 
 from shared.membership import SegmentCatalog, recompute_with_dependents
-from shared.membership_cache import MembershipCache
+from shared.membership.cache import MembershipCache
 
 
 async def recheck_timed_segments(

@@ -15,9 +15,10 @@ Read top to bottom:
 - :mod:`~shared.membership.outbox`: every writer's Redis step tied to its commit, and the
   sweeper that finishes it when the writer died;
 - :mod:`~shared.membership.recompute`: the bulk recompute of a segment by SQL, in chunks;
-- :mod:`~shared.membership.progress`: its progress report.
-
-The Redis protocol itself (versioned sets, patches, holds) is :mod:`shared.membership_cache`.
+- :mod:`~shared.membership.progress`: its progress report;
+- :mod:`~shared.membership.cache`: the Redis protocol (versioned sets, patches, holds) and
+  the PostgreSQL reads that refill it;
+- :mod:`~shared.membership.verify`: the verifier comparing every Redis set with PostgreSQL.
 """
 
 from shared.membership.catalog import DynamicSegment, EnvSegments, SegmentCatalog

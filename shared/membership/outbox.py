@@ -4,7 +4,7 @@ A writer records, in the transaction that changes memberships, which users' Redi
 must rewrite (:func:`record`); after the commit it writes them and clears its row
 (:func:`done`). When the writer dies or Redis fails in between, the row outlives
 ``GRACE_SECONDS`` and :func:`sweep` (the worker, every second) rewrites those users' sets
-from PostgreSQL. Writes are version-checked (:mod:`shared.membership_cache`), so the sweeper
+from PostgreSQL. Writes are version-checked (:mod:`shared.membership.cache`), so the sweeper
 racing a slow writer is harmless.
 
 This bounds a stale answer: a set that PostgreSQL has moved past is replaced at most about
@@ -21,7 +21,7 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from shared.db import Conn
-from shared.membership_cache import MembershipCache, load_memberships_by_pk
+from shared.membership.cache import MembershipCache, load_memberships_by_pk
 from shared.redis_keys import ANONYMOUS_MARK, anonymous
 
 log = logging.getLogger(__name__)

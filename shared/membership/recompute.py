@@ -37,6 +37,7 @@ from shared.attribute_types import load_types
 from shared.conditions import compile_sql, parse_condition
 from shared.db import Conn
 from shared.membership import outbox
+from shared.membership.cache import MembershipCache
 from shared.membership.graph import dependents_of, segment_names
 from shared.membership.locking import retrying
 from shared.membership.progress import Phases, Progress
@@ -46,7 +47,6 @@ from shared.membership.store import (
     insert_memberships,
     record_changes,
 )
-from shared.membership_cache import MembershipCache
 from shared.redis_keys import anonymous
 
 log = logging.getLogger(__name__)

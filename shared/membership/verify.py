@@ -22,7 +22,7 @@ from collections.abc import Iterable
 import asyncpg
 import msgspec
 
-from shared.membership_cache import MembershipCache, parse_members
+from shared.membership.cache import MembershipCache, parse_members
 from shared.redis_keys import ANONYMOUS_MARK
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
 
 from shared.environments import EnvironmentKeys
-from shared.membership_cache import parse_members
+from shared.membership.cache import parse_members
 from shared.messages import inbox_decoder
 from shared.redis_keys import anonymous, membership_key
 from shared.settings import Settings

@@ -11,8 +11,8 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
+from shared.membership.cache import MembershipCache
 from shared.membership.verify import CacheVerifier, Drift
-from shared.membership_cache import MembershipCache
 from shared.settings import Settings
 from tests.e2e.conftest import Api, eventually
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from shared.membership_cache import parse_members
+from shared.membership.cache import parse_members
 from shared.settings import Settings
 from tests.e2e.conftest import Api, eventually
 

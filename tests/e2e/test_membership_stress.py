@@ -15,8 +15,8 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from shared.membership import dependency_order, recompute_segment
+from shared.membership.cache import MembershipCache
 from shared.membership.graph import load_refs
-from shared.membership_cache import MembershipCache
 from shared.settings import Settings
 from tests.e2e.conftest import Api, eventually
 from tests.e2e.membership_world import PLANS, World, drift

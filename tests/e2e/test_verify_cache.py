@@ -7,8 +7,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from services.cli import verify_cache
+from shared.membership.cache import MembershipCache
 from shared.membership.verify import CacheVerifier
-from shared.membership_cache import MembershipCache
 from shared.settings import Settings
 from tests.e2e.conftest import Api, eventually
 

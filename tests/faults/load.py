@@ -23,7 +23,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from services.cli import verify_cache
-from shared.membership_cache import MembershipCache, load_user_memberships
+from shared.membership.cache import MembershipCache, load_user_memberships
 from shared.settings import Settings
 from tests.e2e.conftest import Api, eventually
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from shared.membership_cache import HOLD_TTL, MembershipCache, parse_members
+from shared.membership.cache import HOLD_TTL, MembershipCache, parse_members
 from shared.settings import Settings
 
 ENV = 7  # users are named apart: the Redis fixture's keys live for the whole session

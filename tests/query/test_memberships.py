@@ -11,7 +11,7 @@ from litestar.testing import AsyncTestClient
 
 from services.query.memberships import Memberships
 from shared.environments import EnvironmentKeys
-from shared.membership_cache import UNKNOWN_TTL, MembershipCache
+from shared.membership.cache import UNKNOWN_TTL, MembershipCache
 from shared.redis_keys import membership_key
 from shared.settings import Settings
 from tests.query.conftest import add_segment, add_user, all_users_id, bearer, sadd, smembers

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from services.worker.drain import DrainStats, drain_round
 from shared.membership import SegmentCatalog
-from shared.membership_cache import MembershipCache
+from shared.membership.cache import MembershipCache
 from shared.messages import inbox_encoder, normalise, wire_decoder
 from shared.settings import Settings
 from tests.conftest import private_package_fixtures

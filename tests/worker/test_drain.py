@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 
 from shared.environments import EnvironmentKeys
-from shared.membership_cache import parse_members
+from shared.membership.cache import parse_members
 from tests.worker.conftest import Worker
 
 T0 = "2026-01-01T00:00:00Z"

@@ -14,7 +14,7 @@ from litestar.testing import AsyncTestClient
 
 from services.worker.webhooks import deliver_webhooks
 from shared.environments import EnvironmentKeys
-from shared.membership_cache import UNKNOWN_TTL, MembershipCache
+from shared.membership.cache import UNKNOWN_TTL, MembershipCache
 from shared.messages import InboxMessage, inbox_decoder, inbox_encoder
 from shared.redis_keys import anonymous, membership_key
 from shared.settings import Settings

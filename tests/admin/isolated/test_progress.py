@@ -16,8 +16,8 @@ from litestar.testing import AsyncTestClient
 from shared.db import create_pool
 from shared.environments import EnvironmentKeys
 from shared.membership import recompute, recompute_segment
+from shared.membership.cache import MembershipCache
 from shared.membership.progress import Progress
-from shared.membership_cache import MembershipCache
 from shared.settings import Settings
 from tests.admin.conftest import get_ok, make_user, secret
 
