@@ -111,6 +111,8 @@ class Bench:
 def summary(latencies: list[float]) -> str:
     lost = sum(1 for x in latencies if x == float("inf"))
     seen = [x * 1000 for x in latencies if x != float("inf")]
+    if not seen:
+        return f"never visible {lost}"
     p99 = seen[min(len(seen) - 1, round(0.99 * (len(seen) - 1)))]
     return (
         f"p50 {statistics.median(seen):6.0f} ms  p99 {p99:6.0f} ms  max {max(seen):6.0f} ms"
@@ -169,7 +171,8 @@ async def measure(bench: Bench, args: argparse.Namespace) -> None:
         f"  beside 60 x one alone = {60 * alone:.1f} s  ({burst / (60 * alone):.2f} x)"
     )
 
-    quiet = await bench.probes("quiet", "s0")
+    # probes send seats 50: members of s2 (14 <= seats < 54), a segment that existed before
+    quiet = await bench.probes("quiet", "s2")
     print(f"identify -> member without recomputes: {summary(quiet)}")
 
     async def ten() -> float:
@@ -178,7 +181,7 @@ async def measure(bench: Bench, args: argparse.Namespace) -> None:
         await bench.wait_ready({f"n{k}" for k in range(10)})
         return time.monotonic() - begin
 
-    busy, ten_ready = await asyncio.gather(bench.probes("busy", "s0"), ten())
+    busy, ten_ready = await asyncio.gather(bench.probes("busy", "s2"), ten())
     print(f"identify -> member during 10 recomputes: {summary(busy)}")
     print(
         f"10 new segments at once: all ready in {ten_ready:.1f} s  beside one alone "
