@@ -94,7 +94,8 @@ async def _startup(ctx: dict[str, Any]) -> None:
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
-    await ctx["lane"].stop()
+    if "lane" in ctx:  # absent when start-up failed before it
+        await ctx["lane"].stop()
     await ctx["pool"].close()
     await ctx["cache_redis"].aclose()
 
