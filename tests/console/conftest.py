@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from services.admin.console.accounts import save_account
 from shared.environments import EnvironmentKeys
@@ -26,6 +26,8 @@ from tests.conftest import ROOT, ServiceStack
 from tests.e2e.conftest import api  # noqa: F401 (the fixture: the services as the env sees them)
 
 SCREENSHOTS = ROOT / ".artifacts" / "screenshots"
+# generous bounds for "eventually visible" on a loaded CI machine (not performance checks)
+expect.set_options(timeout=15_000)
 WIDTHS = (1280, 390)
 PASSWORD = "correct horse battery staple"  # noqa: S105 (a test account)
 

@@ -57,7 +57,7 @@ async def test_the_loader_snippet_identifies_and_is_in_segment_answers_true(
     answer = await page.evaluate(
         """async () => {
           await segments.identify("sdk-user", { plan: "pro" });
-          const deadline = Date.now() + 15000;
+          const deadline = Date.now() + 30000;
           for (;;) {
             if (await segments.isInSegment("sdk-pro")) return true;
             if (Date.now() > deadline) return false;

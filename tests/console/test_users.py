@@ -50,7 +50,7 @@ async def test_chosen_columns_are_kept_for_the_account(signed_in: Page, api: Api
     await page.goto("/users")  # a new visit: the account's choice, not the page's state
     await expect(headers.filter(has_text="seats")).to_have_count(1)
     await expect(headers.filter(has_text="email")).to_have_count(0)
-    await expect(page.locator("#user-table tbody td", has_text="4")).to_have_count(1)
+    await expect(page.locator("#user-table tbody td").get_by_text("4", exact=True)).to_have_count(1)
 
 
 async def test_the_filter_is_the_condition_builder_and_saves_as_a_segment(
