@@ -230,18 +230,22 @@ async def _batch(
         try:
             await cache.write_many(job.env_id, outcome.redis_sets)
             await outbox.done(pool, job.env_id, outcome.outbox_id)
-        except Exception:  # Redis is a cache: a miss is refilled (and the outbox swept)
-            log.exception("import %s: could not update membership sets in Redis", job.id)
-            await cache.forget(job.env_id, list(outcome.redis_sets))
+        except Exception as exc:  # Redis is a cache: the outbox sweeper rewrites the sets
+            log.warning("import %s: membership sets not written to Redis: %r", job.id, exc)
     settings: Settings = ctx["settings"]
     for segment_id, version in outcome.recompute:
-        await ctx["redis"].enqueue_job(
-            "recompute_segment",
-            job.env_id,
-            segment_id,
-            _job_id=recompute_job_id(settings.redis_prefix, job.env_id, segment_id, version),
-            _queue_name=queue_name(settings.redis_prefix),
-        )
+        try:
+            await ctx["redis"].enqueue_job(
+                "recompute_segment",
+                job.env_id,
+                segment_id,
+                _job_id=recompute_job_id(settings.redis_prefix, job.env_id, segment_id, version),
+                _queue_name=queue_name(settings.redis_prefix),
+            )
+        except Exception as exc:  # the segment stays 'computing': the sweep finds it
+            log.warning(
+                "import %s: recompute of segment %s not queued: %r", job.id, segment_id, exc
+            )
 
 
 async def _process(ctx: dict[str, Any], job: _Job, deadline: float) -> bool:
