@@ -88,31 +88,23 @@ async def copy_floor(dsn: str, path: Path) -> float:
         await conn.close()
 
 
-async def _backends(dsn: str, name: str) -> list[int]:
-    """Pids of the PostgreSQL backends serving database ``name`` (the services' pools)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", name
-        )
-        return [r["pid"] for r in rows]
-    finally:
-        await conn.close()
-
-
 class BackendCpu:
     """CPU seconds of a database's PostgreSQL backends over a window. Pools open and close
     backends meanwhile, so they are sampled while the window lasts: a backend first seen
     after the start counts from zero, one gone counts up to its last sample."""
 
-    def __init__(self, dsn: str, name: str) -> None:
-        self.dsn, self.name = dsn, name
+    def __init__(self, conn: asyncpg.Connection, name: str) -> None:
+        self.conn, self.name = conn, name
         self.first: dict[int, float] = {}
         self.last: dict[int, float] = {}
         self.started = False
 
     async def sample(self) -> None:
-        for pid in await _backends(self.dsn, self.name):
+        rows = await self.conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            self.name,
+        )
+        for pid in (r["pid"] for r in rows):
             seconds = process_seconds(pid)
             if seconds is None:
                 continue
@@ -136,6 +128,7 @@ async def one_size(db: BenchDatabase, services: Services, rows: int, path: Path)
         headers={"Authorization": f"Bearer {env.secretKey}"},
         timeout=30,
     )
+    sampler = await asyncpg.connect(db.dsn)
     try:
         for n in range(COHORTS):
             resp = await admin.post(
@@ -161,7 +154,7 @@ async def one_size(db: BenchDatabase, services: Services, rows: int, path: Path)
         resp.raise_for_status()
         uploaded = time.perf_counter()
         import_id = resp.json()["id"]
-        backends = BackendCpu(db.dsn, db.name)
+        backends = BackendCpu(sampler, db.name)
         await backends.sample()
         worker_cpu = process_seconds(services.pid("worker")) or 0.0
         machine = machine_seconds() or 0.0
@@ -173,7 +166,7 @@ async def one_size(db: BenchDatabase, services: Services, rows: int, path: Path)
                 break
             services.check_alive()
             await backends.sample()
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.5)
         done = time.perf_counter()
         worker_cpu = (process_seconds(services.pid("worker")) or 0.0) - worker_cpu
         await backends.sample()
@@ -187,6 +180,7 @@ async def one_size(db: BenchDatabase, services: Services, rows: int, path: Path)
         visible = time.perf_counter()
         floor = await copy_floor(db.dsn, path)
     finally:
+        await sampler.close()
         await admin.aclose()
         await query.aclose()
     total = visible - start
