@@ -32,6 +32,7 @@ from shared.conditions import Subject
 from shared.db import Conn
 from shared.membership import EnvSegments, bump_versions, outbox, write_memberships
 from shared.membership.loader import Inputs, load_inputs, subject
+from shared.membership.store import stored_memberships
 from shared.messages import InboxMessage
 from shared.profiles import apply_changes, apply_segment_ops
 from shared.redis_keys import anonymous as anonymous_key
@@ -108,6 +109,10 @@ async def apply_messages(
         _apply(state, msg)
     state.warnings.extend(await check_types(conn, env_id, ordered, segments.types))
     linked = set(state.new_links)
+    # the stored memberships of stored profiles merged away in this batch, read before
+    # write_profiles deletes them: their manual segments move to the identified user
+    merged_pks = [pk for p in state.profiles.values() for pk in p.merged_from if pk > 0]
+    merged_old = await stored_memberships(conn, env_id, merged_pks) if merged_pks else {}
     real = await write_profiles(conn, state)
     profiles = list(state.profiles.values())
     tags = await apply_tags(conn, env_id, profiles, everyone=segments.uses_tags)
@@ -130,7 +135,7 @@ async def apply_messages(
     for p in profiles:
         merged_manual = set()
         for pk in (p.pk, *p.merged_from):
-            merged_manual |= old.get(pk, set()) & segments.manual_ids
+            merged_manual |= old.get(pk, merged_old.get(pk, set())) & segments.manual_ids
         keys = apply_segment_ops(
             {manual_by_id[i] for i in merged_manual}, p.manual_ops, segments.manual
         )

@@ -71,6 +71,27 @@ async def test_manual_segment_feeds_a_dynamic_one(worker: Worker, env: Environme
     assert await worker.segments_of(env.id, "u") == {"all-users", "beta", "beta-pro"}
 
 
+async def test_an_anonymous_profiles_manual_segments_move_to_the_identified_user(
+    worker: Worker, env: EnvironmentKeys
+) -> None:
+    await _segment(worker, env.id, "course", None, kind="manual")
+    await worker.send(env.id, {"type": "identify", "anonymousId": "anon-m", "segments": ["course"]})
+    await worker.drain()
+    await worker.send(env.id, {"type": "identify", "userId": "known", "traits": {"a": 1}})
+    await worker.drain()
+    assert await worker.segments_of(env.id, "known") == {"all-users"}
+    # the merge comes in a later batch than the anonymous profile's manual segment
+    await worker.send(env.id, {"type": "identify", "userId": "known", "anonymousId": "anon-m"})
+    await worker.drain()
+    assert await worker.segments_of(env.id, "known") == {"all-users", "course"}
+    assert not await worker.pool.fetchval(
+        """SELECT count(*) FROM memberships m
+           WHERE m.env_id = $1 AND NOT EXISTS
+             (SELECT 1 FROM users u WHERE u.env_id = m.env_id AND u.id = m.user_pk)""",
+        env.id,
+    )
+
+
 async def test_tag_conditions(worker: Worker, env: EnvironmentKeys) -> None:
     await _segment(
         worker,
