@@ -14,6 +14,7 @@ import msgspec
 
 from services.admin.csv_out import CsvLines
 from services.admin.imports.schemas import Import, ImportStart
+from services.admin.segments.service import as_id
 from shared.db import Conn
 from shared.http import ApiError
 from shared.import_files import delete_file
@@ -51,9 +52,10 @@ def to_import(row: asyncpg.Record) -> Import:
 
 def import_id(ref: str) -> int:
     """The id in a path; 404 when it cannot be one."""
-    if ref.isascii() and ref.isdigit() and len(ref) < 19:
-        return int(ref)
-    raise ApiError(404, f"import: no import {ref!r}", "import")
+    found = as_id(ref)
+    if found is None:
+        raise ApiError(404, f"import: no import {ref!r}", "import")
+    return found
 
 
 async def find_import(

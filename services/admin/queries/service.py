@@ -20,6 +20,7 @@ from services.admin.queries.schemas import (
     UserSummary,
 )
 from services.admin.queries.user_order import UserOrder, parse_sort
+from services.admin.segments.service import as_id
 from shared.attribute_types import load_types
 from shared.conditions import (
     Condition,
@@ -191,10 +192,6 @@ async def load_subject(conn: Conn, env_id: int, user: asyncpg.Record, events: se
     )
 
 
-def _as_id(ref: str) -> int | None:
-    return int(ref) if ref.isascii() and ref.isdigit() and len(ref) < 19 else None
-
-
 async def explain_membership(
     conn: Conn, env_id: int, segment_ref: str, ident: str, now: datetime | None = None
 ) -> Explanation:
@@ -208,7 +205,7 @@ async def explain_membership(
                ORDER BY key = $2 DESC LIMIT 1""",
             env_id,
             segment_ref,
-            _as_id(segment_ref),
+            as_id(segment_ref),
         )
         if seg is None:
             raise ApiError(404, f"segment: no segment with key or id {segment_ref!r}", "segment")

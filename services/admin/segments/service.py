@@ -117,6 +117,7 @@ async def _segment_names(conn: Conn, env_id: int, cond: Any) -> dict[str, int]:
 
 
 def as_id(ref: str) -> int | None:
+    """The bigint id a path reference (a key or an id) may stand for, or None."""
     if ref.isascii() and ref.isdigit() and len(ref) < 19:
         return int(ref)
     return None

@@ -24,6 +24,7 @@ from services.admin.segments.dependents import Dependents, data_dependents
 from services.admin.segments.references import rename_tag, tag_refs
 from services.admin.segments.schemas import SegmentCreate, SegmentUpdate
 from services.admin.segments.service import (
+    as_id,
     create_segment,
     delete_segment,
     find_segment,
@@ -79,9 +80,10 @@ def _to_tag(r: asyncpg.Record) -> Tag:
 
 
 def _tag_id(ref: str) -> int:
-    if ref.isascii() and ref.isdigit() and len(ref) < 19:
-        return int(ref)
-    raise ApiError(404, f"tag: no tag with id {ref!r}", "tag")
+    found = as_id(ref)
+    if found is None:
+        raise ApiError(404, f"tag: no tag with id {ref!r}", "tag")
+    return found
 
 
 async def read_tag(conn: Conn, env_id: int, tag_id: int) -> Tag | None:
