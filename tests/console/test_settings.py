@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import time
 
 import asyncpg
+import jwt
 from playwright.async_api import Page, expect
 
 from services.admin.console.accounts import sign_in
@@ -86,3 +88,37 @@ async def test_adding_an_existing_account_never_changes_its_password(
     await expect(page.get_by_role("status")).to_contain_text("password unchanged")
     assert (await sign_in(db, "keeper@example.com", "the first password")).account_id
     assert (await sign_in(db, "keeper@example.com", "a takeover attempt")).account_id is None
+
+
+async def test_identity_verification_is_switched_on_rotated_and_off(
+    signed_in: Page, api: Api
+) -> None:
+    page = signed_in
+    await page.goto("/settings")
+    await page.get_by_role("button", name="Turn identity verification on").click()
+    await expect(page.get_by_role("status").first).to_contain_text("Identity verification is on")
+    first = await page.locator("#shown-secret").inner_text()
+    state = (await api.admin.get("/v1/identity-verification")).json()
+    assert (state["enabled"], state["secretSet"]) == (True, True)
+
+    async def refused_without_token() -> bool:
+        resp = await api.ingest.post("/v1/identify", json={"userId": "v1", "traits": {}})
+        return resp.status_code == 401
+
+    await eventually(refused_without_token)
+    signed = jwt.encode({"sub": "v1", "iat": int(time.time())}, first, algorithm="HS256")
+    body = {"userId": "v1", "traits": {"a": 1}, "identityToken": signed}
+    assert (await api.ingest.post("/v1/identify", json=body)).status_code == 200
+
+    await page.get_by_role("button", name="Rotate the identity secret").click()
+    second = await page.locator("#shown-secret").inner_text()
+    assert second != first
+    await expect(page.locator("#identity + p + dl")).to_contain_text("Previous secret")
+    await shoot(page, "settings-identity")
+    state = (await api.admin.get("/v1/identity-verification")).json()
+    assert state["previousSecretValidUntil"] is not None
+
+    await page.get_by_role("button", name="Turn identity verification off").click()
+    await expect(page.get_by_role("status").first).to_contain_text("Identity verification is off")
+    assert (await api.admin.get("/v1/identity-verification")).json()["enabled"] is False
+    await expect(page.locator("#shown-secret")).to_have_count(0)

@@ -67,6 +67,7 @@ def console_router() -> Router:
             catalog_pages.attribute_warnings,
             settings_pages.settings_page,
             settings_pages.rotate_key,
+            settings_pages.identity_change,
             settings_pages.webhook_change,
             settings_pages.deliveries,
             settings_pages.account_change,

@@ -44,6 +44,7 @@ async def _page(
         "settings/page.html",
         status=status,
         keys=await _optional(console, "/v1/keys"),
+        identity=await _optional(console, "/v1/identity-verification"),
         webhooks=(await console.api.get("/v1/webhooks"))["webhooks"],
         segments=(await console.api.get("/v1/segments"))["segments"],
         accounts=await _accounts(admin, console.session.env_id),
@@ -63,6 +64,36 @@ async def rotate_key(console: ConsoleDep, admin: Admin, kind: FromPath[str]) -> 
     except ApiFailure as exc:
         return await _page(console, admin, exc.status, problem=exc.message)
     return await _page(console, admin, notice=f"New {kind} key made.", secret=rotated)
+
+
+@post("/settings/identity", include_in_schema=False, status_code=200)
+async def identity_change(console: ConsoleDep, admin: Admin) -> Response[str]:
+    """Turn identity verification on or off, or rotate its secret (the identity API). A secret
+    made by either is shown this once."""
+    form = await console.request.form()
+    action = str(form.get("action", ""))
+    try:
+        if action in ("enable", "disable"):
+            changed = await console.api.put(
+                "/v1/identity-verification", {"enabled": action == "enable"}
+            )
+            state = "on" if action == "enable" else "off"
+            secret = {"secret": changed["secret"]} if changed.get("secret") else None
+            return await _page(
+                console, admin, notice=f"Identity verification is {state}.", secret=secret
+            )
+        if action == "rotate":
+            rotated = await console.api.post("/v1/identity-verification/rotate-secret", {})
+            return await _page(
+                console,
+                admin,
+                notice="New identity secret made; the previous one keeps verifying tokens "
+                "until the time shown under Identity verification.",
+                secret={"secret": rotated["secret"]},
+            )
+    except ApiFailure as exc:
+        return await _page(console, admin, exc.status, problem=exc.message)
+    return await _page(console, admin, 422, problem=f"Unknown action {action!r}.")
 
 
 @post("/settings/webhooks", include_in_schema=False, status_code=200)
