@@ -107,7 +107,7 @@ async def test_an_invalid_condition_is_shown_on_its_row_and_nothing_is_saved(
 ) -> None:
     await api.identify("v1", {"plan": "pro", "logins": 3})
     page = signed_in
-    await page.goto("/segments/new")
+    await page.goto("/segments/_new")
     await expect(page.locator("#segment-form[data-ready=true]")).to_have_count(1)
     await page.get_by_label("Name", exact=True).fill("Broken")
     root = page.locator("#builder > .group")
@@ -130,7 +130,7 @@ async def test_manual_segment_members_are_added_by_id_or_email_and_removed(
     await api.identify("m2", {"email": "m2@example.com"})
     await eventually(lambda: api.profile("m2"))
     page = signed_in
-    await page.goto("/segments/new?kind=manual")
+    await page.goto("/segments/_new?kind=manual")
     await page.get_by_label("Name", exact=True).fill("Pilot group")
     await page.get_by_role("radio", name=re.compile("Manual")).check()
     await page.get_by_role("button", name="Save segment").click()
@@ -147,3 +147,15 @@ async def test_manual_segment_members_are_added_by_id_or_email_and_removed(
     await expect(members.get_by_role("link", name="m1")).to_have_count(0)
     body = (await api.admin.get("/v1/segments/pilot-group/members")).json()
     assert body["userIds"] == ["m2"]
+
+
+async def test_segments_keyed_like_console_pages_open(signed_in: Page, api: Api) -> None:
+    """Keys start with a letter or digit, so the console's own pages (``_new``, ``_table``)
+    never hide a segment: ``new`` and ``table`` are segments like any other."""
+    for key in ("new", "table"):
+        await api.create_segment(key, {"attribute": "plan", "op": "is", "value": key})
+    page = signed_in
+    for key in ("new", "table"):
+        await page.goto(f"/segments/{key}")
+        await expect(page.get_by_role("heading", name=key, exact=True)).to_be_visible()
+        await expect(page.locator("#segment-form")).to_have_count(0)

@@ -41,7 +41,7 @@ async def test_no_data_without_a_session(context: BrowserContext, stack: Service
         assert (await client.get("/v1/segments")).status_code == 401
         client.cookies.set("segments_session", "forged")
         assert (await client.get("/v1/segments")).status_code == 401
-        assert (await client.get("/segments/table")).status_code == 303
+        assert (await client.get("/segments/_table")).status_code == 303
 
 
 async def test_the_session_reaches_the_json_api_and_changes_need_the_csrf_token(

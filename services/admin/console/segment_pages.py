@@ -26,14 +26,14 @@ async def segment_list(console: ConsoleDep) -> Response[str]:
     return console.render("segments/list.html", segments=body["segments"])
 
 
-@get("/segments/table", include_in_schema=False)
+@get("/segments/_table", include_in_schema=False)
 async def segment_table(console: ConsoleDep) -> Response[str]:
     """The list's table alone: htmx refreshes it every few seconds (counts, progress)."""
     body = await console.api.get("/v1/segments")
     return console.render("segments/table.html", segments=body["segments"])
 
 
-@get("/segments/new", include_in_schema=False)
+@get("/segments/_new", include_in_schema=False)
 async def segment_new(
     console: ConsoleDep, conditions: FromQuery[str | None] = None, kind: FromQuery[str] = "dynamic"
 ) -> Response[str]:

@@ -19,7 +19,7 @@ function apply(cond) {
   if (sort) params.set("sort", sort);
   const url = params.size ? `/users?${params}` : "/users";
   history.replaceState(null, "", url);
-  save.href = `/segments/new?conditions=${encodeURIComponent(filter)}`;
+  save.href = `/segments/_new?conditions=${encodeURIComponent(filter)}`;
   window.htmx.ajax("GET", url, { target: "#user-table", swap: "outerHTML" });
 }
 
