@@ -90,6 +90,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: SEGMENTS_IDENTITY_TOKEN_MAX_AGE_SECONDS: an identity token without ``exp`` is refused
     #: once its ``iat`` is older than this (a day: a page's token is minted at sign-in).
     identity_token_max_age_seconds: float = 24 * 3600.0
+    #: SEGMENTS_CONSOLE_SECURE_COOKIE: mark the console's cookies ``Secure``. Unset: when the
+    #: request came over https, which includes a TLS-terminating proxy listed in
+    #: SEGMENTS_TRUSTED_PROXIES that sends ``X-Forwarded-Proto: https``; true: always (a proxy
+    #: that does not send it); false: never.
+    console_secure_cookie: bool | None = None
 
 
 _ENV_NAMES: dict[str, str] = {
@@ -124,6 +129,7 @@ _ENV_NAMES: dict[str, str] = {
     "recompute_concurrency": "SEGMENTS_RECOMPUTE_CONCURRENCY",
     "recompute_statement_seconds": "SEGMENTS_RECOMPUTE_STATEMENT_SECONDS",
     "identity_token_max_age_seconds": "SEGMENTS_IDENTITY_TOKEN_MAX_AGE_SECONDS",
+    "console_secure_cookie": "SEGMENTS_CONSOLE_SECURE_COOKIE",
 }
 
 

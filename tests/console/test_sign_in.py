@@ -135,3 +135,18 @@ async def test_signing_in_and_reaching_the_navigation_by_keyboard_alone(
     await page.keyboard.press("Shift+Tab")
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("heading", name="Users")).to_be_visible()
+
+
+async def test_cookies_are_secure_behind_a_tls_proxy_and_not_over_plain_http(
+    stack: ServiceStack,
+) -> None:
+    """uvicorn takes the scheme from a trusted proxy's X-Forwarded-Proto (the stack's proxy
+    is 127.0.0.1, trusted by default), and the cookie follows it."""
+    async with httpx.AsyncClient(base_url=stack.url("admin")) as client:
+        plain = await client.get("/sign-in")
+        proxied = await client.get("/sign-in", headers={"X-Forwarded-Proto": "https"})
+    assert plain.status_code == proxied.status_code == 200
+    plain_cookie = plain.headers["set-cookie"].lower()
+    assert "segments_signin=" in plain_cookie
+    assert "secure" not in plain_cookie
+    assert "; secure" in proxied.headers["set-cookie"].lower()

@@ -32,20 +32,30 @@ def _safe_next(target: str | None) -> str:
     return "/segments"
 
 
-def _cookie(request: Request[Any, Any, Any], key: str, value: str, max_age: int) -> Cookie:
+def _cookie(
+    request: Request[Any, Any, Any], admin: Admin, key: str, value: str, max_age: int
+) -> Cookie:
+    """A console cookie; ``Secure`` as SEGMENTS_CONSOLE_SECURE_COOKIE says, else when the
+    request came over https (uvicorn takes the scheme from a trusted proxy's
+    X-Forwarded-Proto)."""
+    secure = admin.settings.console_secure_cookie
     return Cookie(
         key=key,
         value=value,
         max_age=max_age,
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=request.url.scheme == "https" if secure is None else secure,
         path="/",
     )
 
 
 def _sign_in_page(
-    request: Request[Any, Any, Any], status: int = 200, error: str = "", email: str = ""
+    request: Request[Any, Any, Any],
+    admin: Admin,
+    status: int = 200,
+    error: str = "",
+    email: str = "",
 ) -> Response[str]:
     token = secrets.token_urlsafe(24)
     response = render_plain(
@@ -56,7 +66,7 @@ def _sign_in_page(
         csrf=token,
         next=_safe_next(request.query_params.get("next")),
     )
-    response.set_cookie(_cookie(request, SIGN_IN_COOKIE, token, 3600))
+    response.set_cookie(_cookie(request, admin, SIGN_IN_COOKIE, token, 3600))
     return response
 
 
@@ -66,8 +76,8 @@ async def home() -> Redirect:
 
 
 @get("/sign-in", include_in_schema=False)
-async def sign_in_form(request: Request[Any, Any, Any]) -> Response[str]:
-    return _sign_in_page(request)
+async def sign_in_form(request: Request[Any, Any, Any], admin: Admin) -> Response[str]:
+    return _sign_in_page(request, admin)
 
 
 @post("/sign-in", include_in_schema=False, status_code=200)
@@ -77,9 +87,9 @@ async def sign_in_submit(request: Request[Any, Any, Any], admin: Admin) -> Respo
     password = str(form.get("password", ""))
     sent, expected = str(form.get("csrf", "")), request.cookies.get(SIGN_IN_COOKIE, "")
     if not expected or not secrets.compare_digest(sent.encode(), expected.encode()):
-        return _sign_in_page(request, 403, "The form expired: please sign in again.", email)
+        return _sign_in_page(request, admin, 403, "The form expired: please sign in again.", email)
     if not email or not password:
-        return _sign_in_page(request, 422, "Enter your email and your password.", email)
+        return _sign_in_page(request, admin, 422, "Enter your email and your password.", email)
     outcome = await sign_in(admin.pool, email, password)
     if outcome.account_id is None:
         if outcome.locked_minutes:
@@ -87,13 +97,13 @@ async def sign_in_submit(request: Request[Any, Any, Any], admin: Admin) -> Respo
                 "Too many failed sign-ins: this account is locked for "
                 f"{outcome.locked_minutes} minute(s)."
             )
-            return _sign_in_page(request, 429, message, email)
-        return _sign_in_page(request, 401, "Wrong email or password.", email)
+            return _sign_in_page(request, admin, 429, message, email)
+        return _sign_in_page(request, admin, 401, "Wrong email or password.", email)
     async with admin.pool.acquire() as conn:
         token = await start_session(conn, outcome.account_id)
     response = Redirect(_safe_next(str(form.get("next", ""))), status_code=303)
     # the server-side expiry (idle or absolute) is the one that counts
-    response.set_cookie(_cookie(request, COOKIE, token, MAX_HOURS * 3600))
+    response.set_cookie(_cookie(request, admin, COOKIE, token, MAX_HOURS * 3600))
     response.delete_cookie(SIGN_IN_COOKIE, path="/")
     return response
 
