@@ -35,6 +35,7 @@ _POSTGRES_GONE = (
     asyncpg.AdminShutdownError,  # 57P01: terminated by a fast shutdown
     asyncpg.CrashShutdownError,  # 57P02
     asyncpg.InterfaceError,  # "connection is closed", "pool is closing"
+    asyncpg.TooManyConnectionsError,  # 53300: no connection slot for now (a busy server)
 )
 
 #: Errors of a Redis that is unreachable or restarting (BusyLoadingError is a ConnectionError).
