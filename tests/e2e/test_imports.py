@@ -158,6 +158,22 @@ async def test_members_by_email_and_by_segment_column(api: Api) -> None:
     assert {c["cause"] for c in changes} == {"import"}
 
 
+async def test_a_rejected_row_with_extra_cells_keeps_them_and_its_error_aligned(
+    api: Api,
+) -> None:
+    data = b"userId,plan\nx1,pro,surplus,more\n,free\nx2,team\n"
+    draft = await upload(api, data, kind="users")
+    done = await run(api, draft["id"])
+    assert counts(done) == (1, 0, 0, 2, 3)
+    rows = await rejected(api, draft["id"])
+    assert rows[0] == ["userId", "plan", "extra 1", "extra 2", "error"]
+    assert rows[1][:4] == ["x1", "pro", "surplus", "more"]
+    assert rows[1][4] == "the row has 4 cells; the header names 2 columns"
+    assert rows[2][:4] == ["", "free", "", ""]
+    assert rows[2][4].startswith("userId: the row has neither")
+    assert {len(r) for r in rows} == {5}
+
+
 async def test_segments_in_bulk(api: Api) -> None:
     data = (
         b"name,key,description,conditions\n"

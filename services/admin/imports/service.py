@@ -130,11 +130,22 @@ async def cancel_import(conn: Conn, env_id: int, ref: str) -> Import:
 
 async def rejected_csv(pool: asyncpg.Pool, env_id: int, row: Any) -> AsyncIterator[bytes]:
     """The rejected rows of import ``row``: its columns and ``error``, in file order, read by
-    a server-side cursor (constant memory)."""
+    a server-side cursor (constant memory). A row with more cells than the header has
+    columns keeps them all: the header gains unnamed columns (``extra 1``, ...) so that
+    ``error`` stays the last column of every line."""
     lines = CsvLines()
-    yield lines.encode([[*row["columns"], "error"]])
-    width = len(row["columns"])
+    columns = list(row["columns"])
     async with pool.acquire() as conn, conn.transaction():
+        widest = await conn.fetchval(
+            """SELECT max(jsonb_array_length(cells)) FROM import_rejects
+               WHERE env_id = $1 AND import_id = $2""",
+            env_id,
+            row["id"],
+        )
+        extra = max(0, (widest or 0) - len(columns))
+        columns += [f"extra {n}" for n in range(1, extra + 1)]
+        width = len(columns)
+        yield lines.encode([[*columns, "error"]])
         batch: list[list[str]] = []
         async for reject in conn.cursor(
             """SELECT cells, error FROM import_rejects WHERE env_id = $1 AND import_id = $2
@@ -144,7 +155,7 @@ async def rejected_csv(pool: asyncpg.Pool, env_id: int, row: Any) -> AsyncIterat
             prefetch=1000,
         ):
             cells = list(reject["cells"])
-            cells = cells + [""] * (width - len(cells)) if len(cells) < width else cells
+            cells += [""] * (width - len(cells))
             batch.append([*cells, reject["error"]])
             if len(batch) >= 1000:
                 yield lines.encode(batch)
