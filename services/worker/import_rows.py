@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,17 +90,16 @@ def plan_rows(
     kind: str,
     columns: list[str],
     mapping: Mapping[str, ColumnMapping],
-    records: Sequence[list[str]],
-    first_number: int,
+    records: Sequence[tuple[int, list[str]]],
     types: Mapping[str, str],
     manual_keys: Mapping[str, int],
     default_segment: str | None,
 ) -> list[RowPlan]:
-    """The plan of each record (numbered from ``first_number``); no I/O."""
+    """The plan of each record, given as (row number, cells); no I/O."""
     roles = [(i, mapping[c]) for i, c in enumerate(columns) if mapping[c].as_ != "ignore"]
     plans = []
-    for offset, raw in enumerate(records):
-        plan = RowPlan(first_number + offset, raw)
+    for number, raw in records:
+        plan = RowPlan(number, raw)
         plans.append(plan)
         if len(raw) > len(columns) and any(raw[len(columns) :]):
             plan.error = f"the row has {len(raw)} cells; the header names {len(columns)} columns"
@@ -109,6 +109,31 @@ def plan_rows(
         except MessageError as exc:
             plan.error = str(exc)
     return plans
+
+
+Numbered = tuple[int, list[str]]
+
+
+def split_lanes(
+    columns: list[str], mapping: Mapping[str, ColumnMapping], records: list[Numbered], lanes: int
+) -> list[list[Numbered]]:
+    """``records`` in ``lanes`` lanes that may be applied at the same time, each in file
+    order: a user's rows are all in the lane its userId hashes to (CRC-32, the same in every
+    process), so no two lanes touch one user. One lane (the first) when a row has no usable
+    userId: an email alone names users found only in PostgreSQL, who may be another row's
+    userId. The split depends on the rows alone, so a resumed import splits them the same."""
+    at = next((i for i, c in enumerate(columns) if mapping[c].as_ == "userId"), None)
+    if at is None or lanes == 1:
+        return [records]
+    out: list[list[Numbered]] = [[] for _ in range(lanes)]
+    for number, raw in records:
+        try:
+            user_id = normalise_id("userId", unescape_cell(raw[at]) if at < len(raw) else "")
+        except MessageError:
+            return [records]
+        assert user_id is not None
+        out[zlib.crc32(user_id.encode()) % lanes].append((number, raw))
+    return out
 
 
 def _fill(
@@ -205,24 +230,35 @@ class _Stored:
 Target = tuple[str | None, str | None]
 
 
-async def stored_state(conn: Conn, env_id: int, plans: list[RowPlan]) -> dict[Target, _Stored]:
+async def stored_state(
+    conn: Conn, env_id: int, plans: list[RowPlan], manual_keys: Mapping[str, int]
+) -> dict[Target, _Stored]:
     """The stored state of every user the rows name, locked in id order (as every writer of
-    profiles locks)."""
+    profiles locks). Each statement is skipped when it has nothing to look for (a new
+    user's rows), and every one reads by index: a generic plan of an empty ``= ANY`` join
+    had scanned the environment's memberships."""
     targets = {t for p in plans if p.error is None for t in p.targets}
     user_ids = sorted({u for u, _ in targets if u is not None})
     anonymous = sorted({a for u, a in targets if u is None and a is not None})
     # the pks first (each side by its own index), then the rows locked in id order
-    found = await conn.fetch(
-        """SELECT id, NULL::text AS anonymous_id FROM users
-           WHERE env_id = $1 AND user_id = ANY($2::text[])
-           UNION ALL
-           SELECT u.id, i.anonymous_id FROM identities i
-           JOIN users u ON u.env_id = i.env_id AND u.id = i.user_pk AND u.user_id IS NULL
-           WHERE i.env_id = $1 AND i.anonymous_id = ANY($3::text[])""",
-        env_id,
-        user_ids,
-        anonymous,
-    )
+    found: list[Any] = []
+    if user_ids:
+        found += await conn.fetch(
+            """SELECT id, NULL::text AS anonymous_id FROM users
+               WHERE env_id = $1 AND user_id = ANY($2::text[])""",
+            env_id,
+            user_ids,
+        )
+    if anonymous:
+        found += await conn.fetch(
+            """SELECT u.id, i.anonymous_id FROM identities i
+               JOIN users u ON u.env_id = i.env_id AND u.id = i.user_pk AND u.user_id IS NULL
+               WHERE i.env_id = $1 AND i.anonymous_id = ANY($2::text[])""",
+            env_id,
+            anonymous,
+        )
+    if not found:
+        return {}
     by_anonymous = {r["id"]: r["anonymous_id"] for r in found if r["anonymous_id"] is not None}
     rows = await conn.fetch(
         """SELECT id, user_id, attributes, attr_ts FROM users
@@ -232,15 +268,16 @@ async def stored_state(conn: Conn, env_id: int, plans: list[RowPlan]) -> dict[Ta
     )
     pks = sorted({r["id"] for r in rows})
     tags = await stored_tags(conn, env_id, pks)
+    key_of = {i: k for k, i in manual_keys.items()}
     manual: dict[int, set[str]] = {}
     for row in await conn.fetch(
-        """SELECT m.user_pk, s.key FROM memberships m
-           JOIN segments s ON s.env_id = m.env_id AND s.id = m.segment_id AND s.kind = 'manual'
-           WHERE m.env_id = $1 AND m.user_pk = ANY($2::bigint[])""",
+        "SELECT user_pk, segment_id FROM memberships WHERE env_id = $1 AND user_pk = ANY($2)",
         env_id,
         pks,
     ):
-        manual.setdefault(row["user_pk"], set()).add(row["key"])
+        key = key_of.get(row["segment_id"])
+        if key is not None:
+            manual.setdefault(row["user_pk"], set()).add(key)
     out: dict[Target, _Stored] = {}
     for row in rows:
         target = (

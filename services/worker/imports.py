@@ -1,14 +1,24 @@
 """Processing CSV imports in the worker: a cron takes a ``processing`` import over with a lease
-in PostgreSQL and applies its file in batches until it ends.
+in PostgreSQL and applies its file in windows of rows until it ends.
 
-Each batch is one transaction that applies its rows (users and members: as messages through
-:func:`services.worker.apply.apply_messages`, the inbox's own code; segments: through the
-segment service), records the rejected ones, and moves ``rows_done`` and the counts forward,
-renewing the lease. A worker killed mid-batch rolls the batch back; once the lease expires
-(:data:`LEASE_SECONDS`) another cron run takes the import over, skips the ``rows_done`` rows
-already committed and goes on: nothing is lost, nothing applies twice (the messageIds,
-``import:<id>:<row>``, are deduplicated as well). Cancelling sets the status, which the next
-batch sees under the import's row lock.
+A window of users or members rows is split into :data:`LANES` lanes by user
+(:func:`services.worker.import_rows.split_lanes`: all the rows of one user in one lane, in
+file order), applied at the same time on as many connections: while PostgreSQL runs one lane's
+statements, the worker's Python plays the other's rows. Each lane is one transaction that
+applies its rows (as messages through :func:`services.worker.apply.apply_messages`, the
+inbox's own code), records the rejected ones, adds its counts and marks its lane done in the
+import's row, renewing the lease; the last lane of the window moves ``rows_done`` past it. A
+window whose rows are not all named by userId (an email alone may name another row's user),
+and every window of segments rows, is one lane.
+
+A worker killed mid-window rolls its uncommitted lanes back; once the lease expires
+(:data:`LEASE_SECONDS`) another cron run takes the import over, skips the ``rows_done`` rows,
+reads the same window again (``lane_window`` rows), skips its lanes already committed
+(``lanes_done``) and goes on: nothing is lost, nothing applies twice. The rows' messageIds
+(``import:<id>:<row>``) name them in warnings but are not recorded in ``processed_messages``:
+the import's row is what says which rows are applied (and a client's message cannot make an
+import skip a row by using one of its ids). Cancelling sets the status, which each lane checks
+under the import's row lock before it commits.
 """
 
 from __future__ import annotations
@@ -26,11 +36,12 @@ import asyncpg
 import msgspec
 
 from services.worker.apply import apply_messages
-from services.worker.drain import first_new
 from services.worker.import_rows import (
+    Numbered,
     classify,
     plan_rows,
     resolve_emails,
+    split_lanes,
     stored_state,
     to_messages,
 )
@@ -54,6 +65,8 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 10
 #: A cron run works on imports this long at most, then lets the next run go on.
 RUN_SECONDS = 600
+#: Lanes of an import applied at once (connections; a bit each in ``imports.lanes_done``).
+LANES = 2
 #: Transient conflicts with other writers: the batch is retried.
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _json = msgspec.json.Encoder()
@@ -74,6 +87,9 @@ class _Job:
     rows_done: int
     at: int
     owner: str
+    #: lanes of the window after ``rows_done`` already committed, and that window's size
+    lanes_done: int = 0
+    lane_window: int = 0
 
 
 _CLAIM = """
@@ -82,7 +98,8 @@ WHERE (i.env_id, i.id) = (
     SELECT env_id, id FROM imports
     WHERE status = 'processing' AND (lease_until IS NULL OR lease_until < now())
     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-RETURNING env_id, id, kind, segment_key, columns, mapping, rows_done, started_at
+RETURNING env_id, id, kind, segment_key, columns, mapping, rows_done, started_at, lanes_done,
+          lane_window
 """
 
 
@@ -100,6 +117,8 @@ async def _claim(pool: asyncpg.Pool, owner: str) -> _Job | None:
         rows_done=row["rows_done"],
         at=epoch_ms(row["started_at"]),
         owner=owner,
+        lanes_done=row["lanes_done"],
+        lane_window=row["lane_window"],
     )
 
 
@@ -142,59 +161,65 @@ class _Outcome:
 
 
 async def _apply_rows(
-    conn: Conn, job: _Job, catalog: SegmentCatalog, records: list[list[str]], first: int
+    conn: Conn, job: _Job, catalog: SegmentCatalog, records: list[Numbered]
 ) -> _Outcome:
-    """Apply one batch inside the caller's transaction."""
-    if job.kind == "segments":
-        done = await apply_segment_rows(conn, job.env_id, job.columns, job.mapping, records, first)
-        rejects = [(n, records[n - first], error) for n, error in done.rejects]
+    """Apply one lane's rows inside the caller's transaction."""
+    if job.kind == "segments":  # one lane: the rows follow each other
+        first = records[0][0]
+        cells = [r for _, r in records]
+        done = await apply_segment_rows(conn, job.env_id, job.columns, job.mapping, cells, first)
+        rejects = [(n, cells[n - first], error) for n, error in done.rejects]
         return _Outcome(Counter(done.outcomes), rejects, {}, done.recompute)
     await lock_definitions(conn, job.env_id, shared=True)  # as the drain: see its lock order
     segments = await catalog.load(conn, job.env_id)
     plans = plan_rows(
-        job.kind,
-        job.columns,
-        job.mapping,
-        records,
-        first,
-        segments.types,
-        segments.manual,
-        job.segment,
+        job.kind, job.columns, job.mapping, records, segments.types, segments.manual, job.segment
     )
     await resolve_emails(conn, job.env_id, job.kind, plans)
-    stored = await stored_state(conn, job.env_id, plans)
+    stored = await stored_state(conn, job.env_id, plans, segments.manual)
     counts = Counter(classify(plans, stored, segments.manual, job.at))
+    # applied once without processed_messages: the lane commits with its bit in the import's
+    # row, under the lease, and a resumed import skips committed rows and lanes
     messages = to_messages(job.id, plans, job.at)
-    fresh = await first_new(conn, [(job.env_id, 0, m) for m in messages])
     result = await apply_messages(
-        conn, job.env_id, [m for _, _, m in fresh], segments, datetime.now(UTC), cause="import"
+        conn, job.env_id, messages, segments, datetime.now(UTC), cause="import"
     )
     rejects = [(p.number, p.cells, p.error) for p in plans if p.error is not None]
     return _Outcome(counts, rejects, result.redis_sets, [], result.outbox_id)
 
 
-async def _batch(
-    ctx: dict[str, Any], job: _Job, catalog: SegmentCatalog, records: list[list[str]]
+#: A lane's commit: its counts, its bit in ``lanes_done``; the window's last lane moves
+#: ``rows_done`` past the window. Only under the lease, while processing, at the window.
+_LANE_DONE = """
+UPDATE imports SET
+    lanes_done = CASE WHEN lanes_done | $5 = $6 THEN 0 ELSE lanes_done | $5 END,
+    lane_window = CASE WHEN lanes_done | $5 = $6 THEN 0 ELSE $7 END,
+    rows_done = rows_done + CASE WHEN lanes_done | $5 = $6 THEN $7 ELSE 0 END,
+    created = created + $8, updated = updated + $9, unchanged = unchanged + $10,
+    rejected = rejected + $11,
+    lease_until = now() + make_interval(secs => $12)
+WHERE env_id = $1 AND id = $2 AND lease_owner = $3 AND status = 'processing'
+  AND rows_done = $4 AND lanes_done & $5 = 0
+RETURNING id
+"""
+
+
+async def _lane(
+    ctx: dict[str, Any],
+    job: _Job,
+    catalog: SegmentCatalog,
+    records: list[Numbered],
+    bit: int,
+    every: int,
+    window: int,
 ) -> None:
-    """Apply ``records`` (the rows after ``job.rows_done``) and commit the progress with them."""
+    """Apply one lane of the window of ``window`` rows after ``job.rows_done`` and commit
+    its progress with it (``bit``: the lane's, ``every``: all the window's lanes)."""
     pool: asyncpg.Pool = ctx["pool"]
-    first = job.rows_done + 1
     for attempt in range(10):
         try:
             async with pool.acquire() as conn, conn.transaction():
-                done = await conn.fetchval(
-                    """UPDATE imports SET lease_until = now() + make_interval(secs => $4)
-                       WHERE env_id = $1 AND id = $2 AND lease_owner = $3
-                         AND status = 'processing'
-                       RETURNING rows_done""",
-                    job.env_id,
-                    job.id,
-                    job.owner,
-                    float(LEASE_SECONDS),
-                )
-                if done != job.rows_done:
-                    raise _Stopped
-                outcome = await _apply_rows(conn, job, catalog, records, first)
+                outcome = await _apply_rows(conn, job, catalog, records)
                 if outcome.rejects:
                     await conn.execute(
                         """INSERT INTO import_rejects (env_id, import_id, row_number, cells, error)
@@ -206,25 +231,28 @@ async def _batch(
                         [_json.encode(r[1]).decode() for r in outcome.rejects],
                         [r[2] for r in outcome.rejects],
                     )
-                await conn.execute(
-                    """UPDATE imports SET rows_done = rows_done + $3, created = created + $4,
-                              updated = updated + $5, unchanged = unchanged + $6,
-                              rejected = rejected + $7
-                       WHERE env_id = $1 AND id = $2""",
+                committed = await conn.fetchval(
+                    _LANE_DONE,
                     job.env_id,
                     job.id,
-                    len(records),
+                    job.owner,
+                    job.rows_done,
+                    bit,
+                    every,
+                    window,
                     outcome.counts["created"],
                     outcome.counts["updated"],
                     outcome.counts["unchanged"],
                     len(outcome.rejects),
+                    float(LEASE_SECONDS),
                 )
+                if committed is None:
+                    raise _Stopped
             break
         except _RETRYABLE:
-            log.info("import %s: conflict, retrying the batch (attempt %d)", job.id, attempt + 1)
+            log.info("import %s: conflict, retrying the lane (attempt %d)", job.id, attempt + 1)
     else:
         raise RuntimeError("the batch kept conflicting with other writers")
-    job.rows_done += len(records)
     cache: MembershipCache = ctx["cache"]
     if outcome.redis_sets:
         try:
@@ -248,13 +276,43 @@ async def _batch(
             )
 
 
+async def _window(
+    ctx: dict[str, Any], job: _Job, catalog: SegmentCatalog, records: list[list[str]]
+) -> None:
+    """Apply ``records`` (the rows after ``job.rows_done``) in lanes at once, skipping the
+    lanes a killed worker committed; every lane ends before this returns."""
+    first = job.rows_done + 1
+    numbered = list(enumerate(records, first))
+    lanes = (
+        [numbered]
+        if job.kind == "segments"
+        else split_lanes(job.columns, job.mapping, numbered, LANES)
+    )
+    # a lane with no rows has no bit: the others' stand for the window
+    bits = [(1 << n, rows) for n, rows in enumerate(lanes) if rows]
+    every = sum(bit for bit, _ in bits)
+    todo = [
+        _lane(ctx, job, catalog, rows, bit, every, len(records))
+        for bit, rows in bits
+        if not job.lanes_done & bit
+    ]
+    results = await asyncio.gather(*todo, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    job.rows_done += len(records)
+    job.lanes_done = job.lane_window = 0
+
+
 async def _process(ctx: dict[str, Any], job: _Job, deadline: float) -> bool:
     """Work on ``job`` until it ends (True) or ``deadline`` passes (False: the lease lapses
     and a later run resumes it)."""
     settings: Settings = ctx["settings"]
-    batch_rows = max(1, settings.worker_batch)
+    window = max(1, settings.worker_batch) * LANES
     catalog: SegmentCatalog = ctx.setdefault("import_catalog", SegmentCatalog())
     skip = job.rows_done
+    # a window part-committed by a killed worker is read again whole, at its own size
+    size = job.lane_window or window
     pending: list[list[str]] = []
     chunks = read_chunks(ctx["pool"], job.env_id, job.id)
     async for records in read_records(CsvStream(), chunks):
@@ -263,13 +321,14 @@ async def _process(ctx: dict[str, Any], job: _Job, deadline: float) -> bool:
             records = records[taken:]
             skip -= taken
         pending.extend(records)
-        while len(pending) >= batch_rows:
-            await _batch(ctx, job, catalog, pending[:batch_rows])
-            del pending[:batch_rows]
+        while len(pending) >= size:
+            await _window(ctx, job, catalog, pending[:size])
+            del pending[:size]
+            size = window
             if time.monotonic() > deadline:
                 return False
     if pending:
-        await _batch(ctx, job, catalog, pending)
+        await _window(ctx, job, catalog, pending)
     await _end(ctx["pool"], job, "done")
     log.info("import %s done: %d rows", job.id, job.rows_done)
     return True

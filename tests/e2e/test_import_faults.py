@@ -57,12 +57,6 @@ async def test_kill_the_worker_mid_import_and_every_row_applies_once(
         "SELECT user_id, (attributes->>'n')::int AS n FROM users WHERE env_id = $1", env_id
     )
     assert {r["user_id"]: r["n"] for r in rows} == {f"big-{i}": i for i in range(ROWS)}
-    applied = await db.fetchval(
-        "SELECT count(*) FROM processed_messages WHERE env_id = $1 AND message_id LIKE $2",
-        env_id,
-        f"import:{import_id}:%",
-    )
-    assert applied == ROWS
     entries = await db.fetchval(
         """SELECT count(*) FROM membership_changes c JOIN segments s
              ON s.env_id = c.env_id AND s.id = c.segment_id
