@@ -245,11 +245,12 @@ async def time_leaves(
         print(f"  {took * 1000:7.1f} ms  {label}")
 
 
-# The triggers of migration 004 that parse ISO strings into ``epochs`` on INSERT and UPDATE.
+# The triggers that parse ISO strings into ``epochs`` on INSERT and UPDATE (migration 004;
+# since 046 they fill ``email_lower`` as well).
 EPOCHS_TRIGGERS = {
-    "INSERT": "users_epochs_insert",
-    "UPDATE": "users_epochs_update",
-    "UPDATE membership_version": "users_epochs_update",
+    "INSERT": "users_derived_insert",
+    "UPDATE": "users_derived_update",
+    "UPDATE membership_version": "users_derived_update",
 }
 
 

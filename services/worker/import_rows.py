@@ -183,11 +183,11 @@ def _fill(
 
 
 _BY_EMAIL = """
-SELECT lower(u.attributes ->> 'email') AS email, u.user_id,
+SELECT u.email_lower AS email, u.user_id,
        (SELECT min(i.anonymous_id) FROM identities i
         WHERE i.env_id = u.env_id AND i.user_pk = u.id) AS anonymous_id
 FROM users u
-WHERE u.env_id = $1 AND lower(u.attributes ->> 'email') = ANY($2::text[])
+WHERE u.env_id = $1 AND u.email_lower = ANY($2::text[])
 """
 
 

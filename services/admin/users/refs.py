@@ -89,8 +89,8 @@ LEFT JOIN identities i ON i.env_id = $1 AND i.anonymous_id = x.ident
 """
 
 _BY_EMAIL = """
-SELECT id, lower(attributes ->> 'email') AS email FROM users
-WHERE env_id = $1 AND lower(attributes ->> 'email') = ANY($2::text[])
+SELECT id, email_lower AS email FROM users
+WHERE env_id = $1 AND email_lower = ANY($2::text[])
 """
 
 _CREATE = """
