@@ -12,6 +12,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from services.admin.app import create_app
+from services.admin.webhooks.resync import ResyncResult, resync_webhook
 from shared.environments import EnvironmentKeys
 from shared.settings import Settings
 from tests.admin.conftest import create_manual, make_user, secret
@@ -291,3 +292,46 @@ async def test_public_targets_accepted_when_blocking(
     ):
         resp = await guarded_admin.post("/v1/webhooks", json={"url": url}, headers=secret(env))
         assert resp.status_code == 201, (url, resp.text)
+
+
+async def test_resync_queues_every_member_once_in_short_transactions(
+    quiet_admin: Client, env: EnvironmentKeys, db: asyncpg.Pool
+) -> None:
+    course = int(await create_manual(quiet_admin, env, "course"))
+    other = int(await create_manual(quiet_admin, env, "other"))
+    pks = [await make_user(db, env, f"r{i}") for i in range(5)]
+    anonymous = await make_user(db, env, None, anonymous_ids=("visitor",))
+    await db.execute(
+        """INSERT INTO memberships (env_id, segment_id, user_pk)
+           SELECT $1, s, u FROM unnest($2::bigint[], $3::bigint[]) AS x(s, u)""",
+        env.id,
+        [course] * 6 + [other] * 2,
+        [*pks, anonymous, pks[0], pks[1]],
+    )
+    resp = await quiet_admin.post(
+        "/v1/webhooks", json={"url": URL, "segments": ["course", "other"]}, headers=secret(env)
+    )
+    assert resp.status_code == 201, resp.text
+    hook = int(resp.json()["id"])
+
+    async with db.acquire() as conn:
+        assert await resync_webhook(conn, env.id, hook, chunk=2) == ResyncResult(queued=7)
+    rows = await db.fetch(
+        """SELECT payload, xmin::text AS tx FROM webhook_deliveries
+           WHERE env_id = $1 AND webhook_id = $2""",
+        env.id,
+        hook,
+    )
+    announced = sorted((r["payload"]["segment"]["key"], r["payload"]["userId"]) for r in rows)
+    assert announced == sorted(
+        [("course", f"r{i}") for i in range(5)] + [("other", "r0"), ("other", "r1")]
+    )
+    assert {r["payload"]["cause"] for r in rows} == {"sync"}
+    # chunks of 2 memberships, each its own transaction: 3 for course, 1 for other
+    assert len({r["tx"] for r in rows}) == 4
+
+    # a webhook deleted meanwhile gets nothing more (and the resync does not fail)
+    resp = await quiet_admin.delete(f"/v1/webhooks/{hook}", headers=secret(env))
+    assert resp.status_code == 204, resp.text
+    async with db.acquire() as conn:
+        assert await resync_webhook(conn, env.id, hook, chunk=2) == ResyncResult(queued=0)

@@ -36,11 +36,12 @@ class WebhookController(Controller):
         rotated). A URL whose host is or resolves to a non-public address is refused (422)
         unless ``SEGMENTS_WEBHOOK_ALLOW_PRIVATE`` is set."""
         body = decode_body(create_decoder, await request.body())
-        async with admin.pool.acquire() as conn, conn.transaction():
-            created = await service.create_webhook(
-                conn, env.id, body, allow_private=bool(admin.settings.webhook_allow_private)
-            )
-            if body.resync:  # the current members, announced as the hook starts
+        async with admin.pool.acquire() as conn:
+            async with conn.transaction():
+                created = await service.create_webhook(
+                    conn, env.id, body, allow_private=bool(admin.settings.webhook_allow_private)
+                )
+            if body.resync:  # the current members, announced as the hook starts (in chunks)
                 await resync_webhook(conn, env.id, int(created.id))
         return created
 
@@ -48,7 +49,7 @@ class WebhookController(Controller):
     async def resync(self, admin: Admin, env: Env, webhook: FromPath[str]) -> ResyncResult:
         """Queue a ``segment.entered`` delivery with cause ``sync`` for every current member
         of the webhook's segments (identified users)."""
-        async with admin.pool.acquire() as conn, conn.transaction():
+        async with admin.pool.acquire() as conn:
             row = await service.read_webhook(conn, env.id, webhook)
             return await resync_webhook(conn, env.id, int(row.id))
 
