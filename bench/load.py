@@ -6,6 +6,8 @@ core of its own; it reports its own CPU share so a saturated generator is visibl
 Two shapes of load:
 - :func:`closed_loop`: N connections, each sending its next request when the previous answer
   arrives (throughput at a given concurrency; the floor is ``GET /hello`` with the same client).
+- :func:`open_loop`: GET requests sent at a fixed rate whatever the answers (latency counted
+  from each request's scheduled send time, so a stalled server cannot hide its backlog);
 - :func:`freshness`: identifies sent open-loop at a fixed rate (scheduled send times, latency
   counted from the schedule so a stalled server cannot hide its backlog), each user then polled
   on the query service until it is a member.
@@ -18,10 +20,10 @@ import itertools
 import math
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -86,6 +88,41 @@ class LoadResult(msgspec.Struct):
     @property
     def message_rate(self) -> float:
         return self.messages / self.seconds if self.seconds else 0.0
+
+
+class OpenSpec(msgspec.Struct, frozen=True):
+    """GET requests cycling over ``paths`` at ``rate`` per second."""
+
+    target: Target
+    paths: list[str]
+    rate: float
+    seconds: float
+    warmup: float
+    #: keep-alive connections opened beforehand (more are opened when all are busy)
+    connections: int = 32
+    #: at most this many requests in flight (later ones wait, and the wait is counted)
+    limit: int = 512
+    expect_body: bytes | None = None
+    watch: dict[str, list[int]] = {}
+
+
+class OpenResult(msgspec.Struct):
+    """One open-loop measurement (the warm-up excluded)."""
+
+    sent: int
+    answered: int
+    seconds: float
+    errors: int
+    unexpected: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    cpu: dict[str, float]
+    first_error: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds else 0.0
 
 
 class FreshSpec(msgspec.Struct, frozen=True):
@@ -252,6 +289,102 @@ async def closed_loop(spec: ClosedSpec) -> LoadResult:
     )
 
 
+# --- open loop: requests at a fixed rate ----------------------------------------------------
+
+
+async def paced(
+    rate: float,
+    warmup: float,
+    seconds: float,
+    send: Callable[[int, float, bool], Coroutine[Any, Any, None]],
+    cpu: CpuWindow,
+    drain: float,
+) -> tuple[int, dict[str, float]]:
+    """Start ``send(n, scheduled time, counted)`` as a task every 1/``rate`` seconds (on
+    schedule, whether or not earlier ones are done) for ``warmup`` + ``seconds``; ``counted``
+    is False during the warm-up. Waits up to ``drain`` seconds for the last ones; returns
+    (how many were started counted, CPU shares over the counted window)."""
+    tasks: set[asyncio.Task[None]] = set()
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    measure_from = start + warmup
+    end = measure_from + seconds
+    n = sent = 0
+    measuring = False
+    while True:
+        scheduled = start + n * interval
+        if scheduled >= end:
+            break
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if not measuring and scheduled >= measure_from:
+            measuring = True
+            cpu.start()
+        task = asyncio.create_task(send(n, scheduled, measuring))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        sent += measuring
+        n += 1
+    shares = cpu.stop(time.perf_counter() - measure_from)
+    if tasks:
+        await asyncio.wait(tasks, timeout=drain)
+    return sent, shares
+
+
+async def open_loop(spec: OpenSpec) -> OpenResult:
+    """Send ``GET path`` (cycling over ``spec.paths``) every 1/rate seconds on a pool of
+    keep-alive connections, whether or not earlier answers came back. Each latency runs from
+    the request's scheduled send time to its answer."""
+    pool = Pool(spec.target.host, spec.target.port, limit=spec.limit)
+    await pool.prime(spec.connections)
+    requests = itertools.cycle([get_request(spec.target, p) for p in spec.paths])
+    latencies: array[float] = array("d")
+    counts = {"sent": 0, "errors": 0, "unexpected": 0}
+    first_error: list[str] = []
+
+    async def one(data: bytes, scheduled: float, counted: bool) -> None:
+        try:
+            status, body = await pool.request(data)
+        except (OSError, ProtocolError) as exc:
+            counts["errors"] += counted
+            if not first_error:
+                first_error.append(repr(exc))
+            return
+        if not counted:
+            return
+        latencies.append(time.perf_counter() - scheduled)
+        if status >= 300:
+            counts["errors"] += 1
+            if not first_error:
+                first_error.append(f"{status} {body[:200]!r}")
+        elif spec.expect_body is not None and body != spec.expect_body:
+            counts["unexpected"] += 1
+
+    cpu = CpuWindow({"generator": [_own_pid()], **spec.watch})
+    counts["sent"], shares = await paced(
+        spec.rate,
+        spec.warmup,
+        spec.seconds,
+        lambda n, scheduled, counted: one(next(requests), scheduled, counted),
+        cpu,
+        drain=30,
+    )
+    pool.close()
+    return OpenResult(
+        sent=counts["sent"],
+        answered=len(latencies),
+        seconds=spec.seconds,
+        errors=counts["errors"],
+        unexpected=counts["unexpected"],
+        p50_ms=percentile(latencies, 0.50) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
+        max_ms=max(latencies, default=math.nan) * 1000,
+        cpu=shares,
+        first_error=first_error[0] if first_error else "",
+    )
+
+
 # --- open loop: identify, then poll until the user is a member -------------------------------
 
 
@@ -326,31 +459,9 @@ async def freshness(spec: FreshSpec) -> FreshResult:
             await watch(user, acked)
 
     cpu = CpuWindow({"generator": [_own_pid()], **spec.watch})
-    tasks: set[asyncio.Task[None]] = set()
-    interval = 1.0 / spec.rate
-    start = time.perf_counter()
-    measure_from = start + spec.warmup
-    end = measure_from + spec.seconds
-    n = 0
-    measuring = False
-    while True:
-        scheduled = start + n * interval
-        if scheduled >= end:
-            break
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if not measuring and scheduled >= measure_from:
-            measuring = True
-            cpu.start()
-        task = asyncio.create_task(one(n, scheduled, measuring))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        state["sent"] += measuring
-        n += 1
-    shares = cpu.stop(time.perf_counter() - measure_from)
-    if tasks:
-        await asyncio.wait(tasks, timeout=spec.give_up + 30)
+    state["sent"], shares = await paced(
+        spec.rate, spec.warmup, spec.seconds, one, cpu, drain=spec.give_up + 30
+    )
     ingest.close()
     query.close()
     return FreshResult(
@@ -383,15 +494,17 @@ def _own_pid() -> int:
     return os.getpid()
 
 
-def _run(spec: ClosedSpec | FreshSpec) -> LoadResult | FreshResult:
+def _run(spec: ClosedSpec | OpenSpec | FreshSpec) -> LoadResult | OpenResult | FreshResult:
     try:
         import uvloop
 
-        runner: Callable[..., LoadResult | FreshResult] = uvloop.run
+        runner: Callable[..., LoadResult | OpenResult | FreshResult] = uvloop.run
     except ImportError:  # uvloop is optional: plain asyncio is slower but works
         runner = asyncio.run
     if isinstance(spec, ClosedSpec):
         return runner(closed_loop(spec))
+    if isinstance(spec, OpenSpec):
+        return runner(open_loop(spec))
     return runner(freshness(spec))
 
 
@@ -404,6 +517,11 @@ class Generator:
     async def closed(self, spec: ClosedSpec) -> LoadResult:
         result = await asyncio.get_running_loop().run_in_executor(self._executor, _run, spec)
         assert isinstance(result, LoadResult)
+        return result
+
+    async def open(self, spec: OpenSpec) -> OpenResult:
+        result = await asyncio.get_running_loop().run_in_executor(self._executor, _run, spec)
+        assert isinstance(result, OpenResult)
         return result
 
     async def fresh(self, spec: FreshSpec) -> FreshResult:
