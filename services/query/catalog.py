@@ -1,8 +1,12 @@
 """Segment metadata (id, key, name) per environment, held in process memory.
 
 The query service answers "which segments is U in" from Redis sets of segment ids; this catalog
-turns ids into ``{"id", "key", "name"}`` and keys into ids. It is reloaded from PostgreSQL every
-``ttl`` seconds, and at once when a caller names a key or id it does not know (so a segment
+turns ids into ``{"id", "key", "name"}`` and keys into ids. It is never older than ``ttl``
+seconds: once it is half that old, the next request starts a reload in the background and is
+answered from the current one, so that under traffic no request waits for PostgreSQL (a reload
+awaited by every request in flight was the query service's worst tail latency); only after a
+quiet spell longer than ``ttl`` does a request wait for the reload. It is also reloaded at once
+when a caller names a key or id it does not know (so a segment
 created a moment ago is found, not answered with 404). A check naming many keys
 (:meth:`SegmentKeyCache.resolve_many`) reloads at most once, and remembers the names still
 unknown for :data:`UNKNOWN_SECONDS`: a flood of unknown names (1,000 in one check, or the same
@@ -13,6 +17,7 @@ the catalog belong to deleted segments and are left out of every answer.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import asyncpg
@@ -65,6 +70,11 @@ UNKNOWN_SECONDS = 1.0
 #: memory for ever).
 MAX_UNKNOWN = 10_000
 
+log = logging.getLogger(__name__)
+
+#: Fraction of ``ttl`` after which a request starts a background reload.
+REFRESH_AT = 0.5
+
 _LOAD = "SELECT id, key, name, kind FROM segments WHERE env_id = $1"
 _HIGH_WATER = "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('segments', 'id')), 0)"
 
@@ -79,22 +89,43 @@ class SegmentKeyCache:
         self._locks: dict[int, asyncio.Lock] = {}
         #: env id -> name -> monotonic time until which it is known to be unknown
         self._unknown: dict[int, dict[str, float]] = {}
+        #: env id -> its background reload in flight
+        self._refreshing: dict[int, asyncio.Task[SegmentKeys]] = {}
         #: loads from PostgreSQL so far (for tests and operators)
         self.loads = 0
+        #: of which loads asked for by a name or id the catalog did not know
+        self.unknown_loads = 0
 
     async def get(self, env_id: int) -> SegmentKeys:
         """The environment's segments, no older than ``ttl`` seconds."""
         current = self._envs.get(env_id)
         now = time.monotonic()
-        if current is not None and now - current.loaded_at < self.ttl:
-            return current
+        if current is not None:
+            age = now - current.loaded_at
+            if age < self.ttl:
+                if age >= self.ttl * REFRESH_AT and env_id not in self._refreshing:
+                    self._refresh(env_id, now)
+                return current
         return await self._reload(env_id, since=now - self.ttl)
+
+    def _refresh(self, env_id: int, now: float) -> None:
+        """Reload in the background (a failure is logged; a later request tries again)."""
+        task = asyncio.ensure_future(self._reload(env_id, since=now))
+        self._refreshing[env_id] = task
+
+        def done(task: asyncio.Task[SegmentKeys]) -> None:
+            self._refreshing.pop(env_id, None)
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log.warning("reloading the segment catalog failed: %r", exc)
+
+        task.add_done_callback(done)
 
     async def covering(self, env_id: int, ids: set[int]) -> SegmentKeys:
         """The environment's segments, reloaded first when ``ids`` (from a membership set)
         hold a segment created after the last load."""
         segments = await self.get(env_id)
         if any(i > segments.high_water and i not in segments.by_id for i in ids):
+            self.unknown_loads += 1
             segments = await self._reload(env_id, since=time.monotonic())
         return segments
 
@@ -105,6 +136,7 @@ class SegmentKeyCache:
         segments = await self.get(env_id)
         found = segments.lookup(ref)
         if found is None:
+            self.unknown_loads += 1
             segments = await self._reload(env_id, since=time.monotonic())
             found = segments.lookup(ref)
         return segments, found
@@ -118,6 +150,7 @@ class SegmentKeyCache:
         unknown = self._unknown.get(env_id, {})
         found = {ref: segments.lookup(ref) for ref in refs}
         if any(i is None and unknown.get(ref, 0.0) <= now for ref, i in found.items()):
+            self.unknown_loads += 1
             segments = await self._reload(env_id, since=now)
             found = {ref: segments.lookup(ref) for ref in refs}
             unknown = self._unknown.setdefault(env_id, {})
