@@ -56,6 +56,8 @@ from shared.settings import Settings
 THROUGHPUT_GOAL = 0.8
 P99_RATIO_GOAL = 2.0
 HALF_P99_GOAL_MS = 5.0
+#: rate limits (per second) that the load stays far below
+UNREACHED_LIMIT = 10_000_000.0
 #: generator CPU share above which its figures are suspect
 GENERATOR_BUSY = 0.9
 
@@ -275,7 +277,16 @@ async def run(args: argparse.Namespace) -> Results:
         keys = await db.environment("bench")
         auth = f"Bearer {keys.writeKey}"
         services = Services(
-            Settings(database_url=db.dsn, redis_url=url, redis_prefix=prefix, data_dir=str(DATA))
+            Settings(
+                database_url=db.dsn,
+                redis_url=url,
+                redis_prefix=prefix,
+                data_dir=str(DATA),
+                # every request comes from one address with one key: the limits stay on (their
+                # cost is measured) but out of reach (the defaults would answer 429s, fast)
+                rate_limit_address_per_second=UNREACHED_LIMIT,
+                rate_limit_key_per_second=UNREACHED_LIMIT,
+            )
         )
         try:
             for name in ("ingest", "query", "admin", "worker"):
@@ -439,15 +450,18 @@ def report(r: Results, args: argparse.Namespace) -> list[str]:
         return f"{'PASS' if ok else 'FAIL'}  {text}"
 
     t, p = statistics.median(throughput), statistics.median(p99)
+    failed = sum(rnd.query.errors + rnd.query.unexpected for rnd in r.rounds)
+    if failed:
+        lines.append(f"! the query service answered {failed:,} requests wrongly: no PASS counts")
     lines += [
         "",
         goal(
-            t >= THROUGHPUT_GOAL,
+            t >= THROUGHPUT_GOAL and not failed,
             f"throughput at full load {t:.2f}x the floor's (rounds {min(throughput):.2f}-"
             f"{max(throughput):.2f}; goal >= {THROUGHPUT_GOAL}x)",
         ),
         goal(
-            p <= P99_RATIO_GOAL,
+            p <= P99_RATIO_GOAL and not failed,
             f"p99 at full load {p:.2f}x the floor's (rounds {min(p99):.2f}-{max(p99):.2f}; "
             f"goal <= {P99_RATIO_GOAL:g}x)",
         ),
