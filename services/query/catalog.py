@@ -109,14 +109,18 @@ class SegmentKeyCache:
         return await self._reload(env_id, since=now - self.ttl)
 
     def _refresh(self, env_id: int, now: float) -> None:
-        """Reload in the background (a failure is logged; a later request tries again)."""
+        """Reload in the background. A failure is logged once and not retried in the
+        background (PostgreSQL down would otherwise be asked again by every request): the
+        failed task stays in ``_refreshing`` until a reload succeeds, at the latest the one
+        a request waits for once the catalog is ``ttl`` old."""
         task = asyncio.ensure_future(self._reload(env_id, since=now))
         self._refreshing[env_id] = task
 
         def done(task: asyncio.Task[SegmentKeys]) -> None:
-            self._refreshing.pop(env_id, None)
             if not task.cancelled() and (exc := task.exception()) is not None:
                 log.warning("reloading the segment catalog failed: %r", exc)
+            elif self._refreshing.get(env_id) is task:
+                del self._refreshing[env_id]
 
         task.add_done_callback(done)
 
@@ -179,4 +183,7 @@ class SegmentKeyCache:
                 rows = await conn.fetch(_LOAD, env_id)
             fresh = SegmentKeys(rows, high_water, started)
             self._envs[env_id] = fresh
+            failed = self._refreshing.get(env_id)
+            if failed is not None and failed.done():  # background reloads may run again
+                del self._refreshing[env_id]
             return fresh
