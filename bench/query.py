@@ -70,6 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=6, help="length of each measurement")
     p.add_argument("--warmup", type=float, default=1.5, help="unmeasured start of each")
     p.add_argument("--connections", type=int, default=32, help="closed-loop concurrency")
+    p.add_argument(
+        "--cache-seconds",
+        type=float,
+        default=Settings().cache_seconds,
+        help="the query service's SEGMENTS_CACHE_SECONDS (shorter: its reloads weigh more)",
+    )
     p.add_argument("--database", help="maintenance DSN of the PostgreSQL to use")
     p.add_argument("--redis", help="Redis URL (default: the local one)")
     p.add_argument(
@@ -286,6 +292,7 @@ async def run(args: argparse.Namespace) -> Results:
                 # cost is measured) but out of reach (the defaults would answer 429s, fast)
                 rate_limit_address_per_second=UNREACHED_LIMIT,
                 rate_limit_key_per_second=UNREACHED_LIMIT,
+                cache_seconds=args.cache_seconds,
             )
         )
         try:
