@@ -13,6 +13,7 @@ Crons:
   repaired and counted.
 - ``prune`` (hourly): forgets processed messageIds older than 8 days.
 - ``run_imports`` (every second): applies CSV imports (services.worker.imports).
+- ``fold_counts`` (every 30 s): sums each segment's and tag's member count rows into one.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from services.worker.outage import Dependency, ResilientWorker, needs_postgres, 
 from services.worker.recompute_lane import RecomputeLane
 from services.worker.timed import recheck_timed_segments
 from services.worker.webhooks import deliver_webhooks
+from shared import member_counts
 from shared.db import create_pool
 from shared.membership import SegmentCatalog, outbox
 from shared.membership.cache import MembershipCache, rebuild_cache
@@ -190,6 +192,11 @@ async def prune(ctx: dict[str, Any]) -> None:
     )
 
 
+async def fold_counts(ctx: dict[str, Any]) -> int:
+    """Cron: each segment's and tag's member count rows summed into one (shared.member_counts)."""
+    return await member_counts.fold(ctx["pool"])
+
+
 async def recompute(ctx: dict[str, Any], env_id: int, segment_id: int) -> None:
     """Job: a segment was set computing (in PostgreSQL, with its change): wake the
     recompute lane, which claims it from there."""
@@ -257,6 +264,7 @@ def build_worker(settings: Settings) -> Worker:
             cron(needs_postgres(sweep_cache_outbox), second=_every(1), unique=True, timeout=60),
             cron(needs_postgres(verify_cache), second=_every(5), unique=True, timeout=60),
             cron(needs_postgres(prune), minute=7, second=0),
+            _schedule(needs_postgres(fold_counts), member_counts.FOLD_SECONDS),
             cron(
                 needs_postgres(run_imports),
                 second=_every(1),

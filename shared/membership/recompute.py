@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 from shared.attribute_types import load_types
 from shared.conditions import compile_sql, parse_condition
 from shared.db import Conn
+from shared.member_counts import member_count
 from shared.membership import outbox
 from shared.membership.cache import MembershipCache
 from shared.membership.graph import dependents_of, segment_names
@@ -387,11 +388,7 @@ async def _finish(conn: Conn, p: _Pass) -> RecomputeResult:
                     p.env_id,
                     dependents,
                 )
-        members = await conn.fetchval(
-            "SELECT count(*) FROM memberships WHERE env_id = $1 AND segment_id = $2",
-            p.env_id,
-            p.segment_id,
-        )
+        members = await member_count(conn, p.env_id, "s", p.segment_id)
     return RecomputeResult(p.segment_id, p.version, members, p.entered, p.exited)
 
 

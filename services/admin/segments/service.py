@@ -24,15 +24,15 @@ from shared.conditions import (
 )
 from shared.db import Conn
 from shared.http import ApiError
+from shared.member_counts import count_sql
 from shared.membership.graph import GraphError, SegmentGraph, segment_names, segment_refs
 from shared.membership.locking import lock_definitions
 
 MAX_KEY = 100
 
-_COLUMNS = """s.id, s.key, s.name, s.description, s.kind, s.conditions, s.status, s.version,
+_COLUMNS = f"""s.id, s.key, s.name, s.description, s.kind, s.conditions, s.status, s.version,
        s.status_reason, s.created_at, s.updated_at,
-       (SELECT count(*) FROM memberships m
-        WHERE m.env_id = s.env_id AND m.segment_id = s.id) AS member_count,
+       {count_sql("s", "s.env_id", "s.id")} AS member_count,
        (SELECT jsonb_build_object('phase', p.phase, 'percent', p.percent)
         FROM segment_progress p
         WHERE p.env_id = s.env_id AND p.segment_id = s.id) AS progress"""

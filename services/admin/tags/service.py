@@ -34,10 +34,10 @@ from services.admin.tags.schemas import Tag, TagCreate, TagUpdate, TagUsersChang
 from services.admin.users.refs import UserRefs, checked_refs, resolve_users
 from shared.db import Conn
 from shared.http import ApiError
+from shared.member_counts import count_sql
 
-_COLUMNS = """t.id, t.key, t.value, t.created_at, s.id AS segment_id, s.key AS segment_key,
-       (SELECT count(*) FROM user_tags ut
-        WHERE ut.env_id = t.env_id AND ut.tag_id = t.id) AS user_count"""
+_COLUMNS = f"""t.id, t.key, t.value, t.created_at, s.id AS segment_id, s.key AS segment_key,
+       {count_sql("t", "t.env_id", "t.id")} AS user_count"""
 _FROM = "tags t LEFT JOIN segments s ON s.env_id = t.env_id AND s.id = t.segment_id"
 
 
