@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 from litestar.testing import AsyncTestClient
 
+from services.admin.queries import service
 from shared.environments import EnvironmentKeys
 from tests.admin.conftest import secret
 from tests.conditions.conftest import write_related
@@ -156,3 +157,37 @@ async def test_preview_needs_the_secret_key(admin: Client, env: EnvironmentKeys)
     headers = {"Authorization": f"Bearer {env.writeKey}"}
     resp = await admin.post("/v1/segments/preview", json=body, headers=headers)
     assert resp.status_code == 403
+
+
+async def _all_users(db: asyncpg.Pool, env_id: int, pks: list[int]) -> None:
+    """The All users memberships the worker would have written (the environment's size)."""
+    await db.execute(
+        """INSERT INTO memberships (env_id, segment_id, user_pk)
+           SELECT $1, s.id, unnest($2::bigint[]) FROM segments s
+           WHERE s.env_id = $1 AND s.kind = 'all'""",
+        env_id,
+        pks,
+    )
+
+
+async def test_a_large_environment_gets_an_estimated_count_and_the_exact_sample(
+    db: asyncpg.Pool, env: EnvironmentKeys
+) -> None:
+    pks = [
+        await add_user(db, env.id, f"e{i:03d}", {"plan": "pro" if i % 2 else "free"})
+        for i in range(400)
+    ]
+    await _all_users(db, env.id, pks)
+    pro = {"attribute": "plan", "op": "is", "value": "pro"}
+    async with db.acquire() as conn:
+        exact = await service.preview(conn, env.id, pro, 10)
+        # a sample as large as the environment: the estimate is the count
+        whole = await service.preview(conn, env.id, pro, 10, exact_up_to=100, sample_users=400)
+        # half of the pages: twice what they hold
+        half = await service.preview(conn, env.id, pro, 10, exact_up_to=100, sample_users=200)
+    assert (exact.count, exact.estimated) == (200, False)
+    assert (whole.count, whole.estimated) == (200, True)
+    assert half.estimated and half.count % 2 == 0 and 20 <= half.count <= 400
+    expected = [f"e{i:03d}" for i in range(1, 40, 2)]
+    for preview in (exact, whole, half):
+        assert [u.userId for u in preview.sample] == expected

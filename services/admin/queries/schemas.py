@@ -24,10 +24,14 @@ class UserSummary(msgspec.Struct, kw_only=True):
 
 
 class Preview(msgspec.Struct):
-    """How many users the condition matches now, and up to 20 of them (oldest first)."""
+    """How many users the condition matches now, and up to 20 of them (oldest first).
+    ``estimated``: the environment is large, and ``count`` was extrapolated from a random
+    sample of its users (standard error about 2 % of the count for a condition matching 1 %
+    of them, 0.7 % at 10 %)."""
 
     count: int
     sample: list[UserSummary]
+    estimated: bool = False
 
 
 class UserPage(msgspec.Struct):

@@ -39,7 +39,8 @@ async function preview() {
       return;
     }
     previewError.textContent = "";
-    count.textContent = data.count.toLocaleString("en");
+    // large environments get an estimate from a sample (POST /v1/segments/preview)
+    count.textContent = (data.estimated ? "about " : "") + data.count.toLocaleString("en");
     sample.replaceChildren(...data.sample.map((u) => {
       const li = document.createElement("li");
       const label = u.userId ?? "(anonymous)";
