@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 from litestar.testing import AsyncTestClient
 
+from services.admin.queries.user_order import parse_sort
 from shared.environments import EnvironmentKeys
 from tests.admin.conftest import secret
 from tests.admin.test_preview import add_user
@@ -54,3 +55,27 @@ async def test_a_bad_sort_or_cursor_is_a_400_naming_it(admin: Client, env: Envir
         resp = await admin.get("/v1/users", params=params, headers=secret(env))
         assert resp.status_code == 400, (params, resp.text)
         assert resp.json()["field"] == field
+
+
+async def test_pages_by_last_seen_read_the_day_index(
+    db: asyncpg.Pool, env: EnvironmentKeys
+) -> None:
+    """Sorting by lastSeenAt must not sort every user of the environment for each page: the
+    order leads with the indexed last_seen_day (migration 085), the cursor bounds it too."""
+    for way in ("lastSeenAt", "-lastSeenAt"):
+        order = parse_sort(way)
+        for cursor in (None, order.cursor_of(BASE, 7)):
+            after, params = order.after(cursor, 3)
+            async with db.acquire() as conn, conn.transaction():
+                await conn.execute("SET LOCAL enable_seqscan = off")
+                plan = "\n".join(
+                    r[0]
+                    for r in await conn.fetch(
+                        f"""EXPLAIN SELECT u.id FROM users u WHERE u.env_id = $1 AND {after}
+                            ORDER BY {order.order_by} LIMIT $2""",
+                        env.id,
+                        51,
+                        *params,
+                    )
+                )
+            assert "users_last_seen_day" in plan, plan

@@ -3,7 +3,9 @@
 ``created`` (oldest first, the default) and ``-created`` page by the profile key;
 ``lastSeenAt`` and ``-lastSeenAt`` by (last_seen_at, key), the cursor carrying both
 (``<epoch microseconds>.<key>``), so a page never skips or repeats a user whose neighbours
-share a timestamp.
+share a timestamp. Those orders lead with ``last_seen_day`` (the UTC day of last_seen_at,
+indexed; migration 085): the same order, which PostgreSQL reads from the index a day at a
+time, sorting only the days a page reaches instead of every user.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ class UserOrder:
     @property
     def order_by(self) -> str:
         way = "DESC" if self.descending else "ASC"
-        return f"u.last_seen_at {way}, u.id {way}" if self.by_time else f"u.id {way}"
+        if not self.by_time:
+            return f"u.id {way}"
+        return f"u.last_seen_day {way}, u.last_seen_at {way}, u.id {way}"
 
     def after(self, cursor: str | None, first_param: int) -> tuple[str, list[Any]]:
         """The keyset condition continuing after ``cursor`` (None: the first page), with
@@ -46,7 +50,12 @@ class UserOrder:
             moment = _EPOCH + timedelta(microseconds=int(micros))
         except OverflowError:
             raise ApiError(400, _BAD_CURSOR, "cursor") from None
-        return f"(u.last_seen_at, u.id) {op} (${p}, ${p + 1})", [moment, int(key)]
+        # the day bound is implied by the pair; it is there for the index
+        return (
+            f"u.last_seen_day {op}= (${p}::timestamptz AT TIME ZONE 'UTC')::date"
+            f" AND (u.last_seen_at, u.id) {op} (${p}, ${p + 1})",
+            [moment, int(key)],
+        )
 
     def cursor_of(self, last_seen_at: datetime, pk: int) -> str:
         if not self.by_time:
