@@ -7,6 +7,7 @@ segments run SERVICE              run one of ingest, query, admin, worker
 segments check SERVICE            exit 0 when that service is healthy (for health checks)
 segments console-user add EMAIL   create a console account (password from stdin or prompted)
 segments verify-cache [--repair]  compare every Redis membership set with PostgreSQL
+segments status                   the five figures to alert on, read from PostgreSQL and Redis
 """
 
 from __future__ import annotations
@@ -82,6 +83,28 @@ async def verify_cache(settings: Settings, *, repair: bool, recheck_after: float
     return drift.disagreeing
 
 
+async def status(settings: Settings) -> int:
+    """Print the five figures to alert on (:mod:`shared.backlog`), each with its verdict;
+    returns how many are at alert level. Reads PostgreSQL and Redis directly, so it works
+    while every service is down."""
+    import redis.asyncio as aioredis
+
+    from shared.backlog import figures, read_backlog
+
+    dsn, redis_url = _require_urls(settings)
+    pool = await create_pool(dsn, size=1)
+    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        found = figures(await read_backlog(pool, client, settings.redis_prefix))
+    finally:
+        await client.aclose()
+        await pool.close()
+    width = max(len(f.name) for f in found)
+    for f in found:
+        print(f"{'WARN' if f.alert else 'ok':<4}  {f.name:<{width}}  {f.text}")
+    return sum(f.alert for f in found)
+
+
 async def _enqueue_rebuild(settings: Settings) -> None:
     from arq.connections import RedisSettings, create_pool
 
@@ -98,6 +121,9 @@ async def _enqueue_rebuild(settings: Settings) -> None:
 def run_service(service: str, settings: Settings) -> None:
     """Run one service in the foreground until it is stopped."""
     _require_urls(settings)
+    from shared.logs import configure_logging
+
+    configure_logging(settings, service)
     if service == "worker":
         from services.worker.main import run_worker
 
@@ -151,6 +177,11 @@ def main(argv: list[str] | None = None) -> None:
         "verify-cache", help="compare every Redis membership set with PostgreSQL"
     )
     verify.add_argument("--repair", action="store_true", help="overwrite the sets that disagree")
+    sub.add_parser(
+        "status",
+        help="the five figures to alert on (worker lag, dead letters, recomputes, webhooks, "
+        "cache), read from PostgreSQL and Redis; exit 1 when one is at alert level",
+    )
     run = sub.add_parser("run", help="run one service")
     run.add_argument("service", choices=SERVICES)
     check = sub.add_parser("check", help="exit 0 when a service is healthy")
@@ -200,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "verify-cache":
         wrong = asyncio.run(verify_cache(settings, repair=args.repair))
         sys.exit(1 if wrong and not args.repair else 0)
+    elif args.command == "status":
+        sys.exit(1 if asyncio.run(status(settings)) else 0)
     elif args.command == "run":
         run_service(args.service, settings)
     elif args.command == "check":

@@ -167,12 +167,18 @@ def run_dev(settings: Settings) -> int:
     if _wait_healthy(supervisor, settings, lambda: stopping):
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
         secret = secret_key_line(prepared, settings, terminal=sys.stdout.isatty())
+        worker_metrics = (
+            f", the worker's at http://{host}:{settings.worker_metrics_port}/metrics"
+            if settings.worker_metrics_port
+            else ""
+        )
         print(
             "\nsegments is running (Ctrl-C stops it; a crashed service is restarted)\n"
             f"  ingest  http://{host}:{settings.ingest_port}\n"
             f"  query   http://{host}:{settings.query_port}\n"
             f"  admin   http://{host}:{settings.admin_port}\n"
             f"  console http://{host}:{settings.admin_port}/  {console_line(console, settings)}\n"
+            f"  metrics /metrics on each (secret key){worker_metrics}; `./dev status`\n"
             f"  environment {keys.name!r}\n"
             f"    write key   {keys.writeKey}\n"
             f"    secret key  {secret}\n"

@@ -158,6 +158,7 @@ def serve(app: Litestar, settings: Settings, port: int) -> None:
         proxy_headers=True,
         forwarded_allow_ips=settings.trusted_proxies,
         log_level="warning",
-        access_log=False,
+        log_config=None,  # our handler (shared.logs: text or JSON) takes uvicorn's lines too
+        access_log=False,  # ours is SEGMENTS_ACCESS_LOG (route template, request id)
         timeout_graceful_shutdown=5,
     )

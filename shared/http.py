@@ -48,6 +48,7 @@ from litestar.types import (
 
 from shared.environments import Environment, authenticate
 from shared.json_guard import MAX_DEPTH, json_problem
+from shared.logs import request_id as current_request_id
 
 T = TypeVar("T")
 
@@ -127,7 +128,9 @@ _INPUT_FAILURES: tuple[tuple[type[BaseException], str], ...] = (
 
 def _unhandled_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Every exception nothing else handled: logged with a request id, never a bare 500."""
-    request_id = uuid.uuid4().hex[:16]
+    # the observer's id (it echoes it in X-Request-Id), else one of our own
+    observed = current_request_id.get()
+    request_id = observed or uuid.uuid4().hex[:16]
     where = f"{request.method} {request.url.path}"
     for kind, message in _INPUT_FAILURES:
         if isinstance(exc, kind):
@@ -141,7 +144,8 @@ def _unhandled_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
         response = error_response(
             500, f"internal error; quote request id {request_id} to the operator", None
         )
-    response.headers["X-Request-Id"] = request_id
+    if observed is None:
+        response.headers["X-Request-Id"] = request_id
     return response
 
 

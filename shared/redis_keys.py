@@ -49,3 +49,13 @@ def cache_marker_key(prefix: str) -> str:
     """Set by the worker when it has (re)built the membership cache: if Redis loses it
     (restart, FLUSHALL), the worker's sweep notices and rebuilds."""
     return f"{prefix}:cache-built"
+
+
+def cache_repairs_key(prefix: str) -> str:
+    """How many membership sets the verifier has rewritten since Redis started (a counter)."""
+    return f"{prefix}:cache-repairs"
+
+
+def cache_repaired_at_key(prefix: str) -> str:
+    """Unix time of the verifier's latest repair (``segments status`` judges drift by it)."""
+    return f"{prefix}:cache-repaired-at"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Literal
 
 import msgspec
 
@@ -95,6 +96,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: SEGMENTS_TRUSTED_PROXIES that sends ``X-Forwarded-Proto: https``; true: always (a proxy
     #: that does not send it); false: never.
     console_secure_cookie: bool | None = None
+    #: SEGMENTS_METRICS_TOKEN: a bearer token that may read ``/metrics`` (a scrape credential
+    #: that is no environment's key). Unset: only secret keys may.
+    metrics_token: str | None = None
+    #: SEGMENTS_WORKER_METRICS_PORT: where the worker serves its ``/metrics`` (0: nowhere).
+    worker_metrics_port: int = 8004
+    #: SEGMENTS_LOG_FORMAT: ``text`` (default) or ``json`` (one JSON object a line, with the
+    #: request id of the request being served).
+    log_format: Literal["text", "json"] = "text"
+    #: SEGMENTS_ACCESS_LOG: one log line per HTTP request (method, route, status, duration,
+    #: request id). Off by default: at 10,000 requests/s it is most of the log.
+    access_log: bool = False
+    #: SEGMENTS_HTTP_METRICS: count and time HTTP requests, and give each a request id
+    #: (``X-Request-Id``). On by default (its cost: ``bench.http_metrics``).
+    http_metrics: bool = True
 
 
 _ENV_NAMES: dict[str, str] = {
@@ -130,6 +145,11 @@ _ENV_NAMES: dict[str, str] = {
     "recompute_statement_seconds": "SEGMENTS_RECOMPUTE_STATEMENT_SECONDS",
     "identity_token_max_age_seconds": "SEGMENTS_IDENTITY_TOKEN_MAX_AGE_SECONDS",
     "console_secure_cookie": "SEGMENTS_CONSOLE_SECURE_COOKIE",
+    "metrics_token": "SEGMENTS_METRICS_TOKEN",
+    "worker_metrics_port": "SEGMENTS_WORKER_METRICS_PORT",
+    "log_format": "SEGMENTS_LOG_FORMAT",
+    "access_log": "SEGMENTS_ACCESS_LOG",
+    "http_metrics": "SEGMENTS_HTTP_METRICS",
 }
 
 

@@ -83,6 +83,7 @@ def private_database(base: Settings | None, label: str) -> Iterator[Settings]:
             sweep_seconds=1,
             cache_seconds=0.2,
             webhook_allow_private=True,  # the tests' webhook receivers listen on 127.0.0.1
+            worker_metrics_port=0,  # a stack's worker gets a free port (ServiceStack)
         )
     try:
         yield msgspec.structs.replace(
@@ -178,6 +179,7 @@ class ServiceStack:
             ingest_port=free_port(),
             query_port=free_port(),
             admin_port=free_port(),
+            worker_metrics_port=free_port(),
         )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = logs or TEST_DATA / "logs"

@@ -7,13 +7,16 @@ Every ``/v1`` route needs the environment's secret key.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis.asyncio as aioredis
 from arq.connections import RedisSettings
 from arq.connections import create_pool as create_arq_pool
-from litestar import Litestar, Response, get
+from litestar import Litestar, Request, Response, get
 from litestar.di import Provide
 
 from services.admin.attributes.controller import AttributeController
@@ -27,13 +30,20 @@ from services.admin.state import Admin, AdminState, provide_env, provide_state
 from services.admin.tags.controller import TagController
 from services.admin.users.controller import UserController
 from services.admin.webhooks.controller import WebhookController
+from shared.backlog import publish, read_backlog
 from shared.db import create_pool
 from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, health_response, refuse_nul
+from shared.http_metrics import metrics_route, observe_requests
 from shared.membership.cache import MembershipCache
+from shared.metrics import BACKLOG_READ
 from shared.redis_keys import queue_name
 from shared.settings import Settings
 
+log = logging.getLogger(__name__)
+
 _HELLO = b'{"hello":"world"}'
+#: Seconds a scrape waits for the state figures.
+BACKLOG_TIMEOUT = 5.0
 MAX_BODY_BYTES = 3 * 1024 * 1024
 
 
@@ -47,6 +57,20 @@ async def hello() -> Response[bytes]:
 async def health(admin: Admin) -> Response[bytes]:
     """200 when PostgreSQL and Redis both answer, else 503 naming the one that did not."""
     return await health_response(admin.pool, admin.arq.ping)
+
+
+async def _backlog(request: Request[Any, Any, Any]) -> None:
+    """Before a scrape: the deployment's state figures (shared.backlog), read now."""
+    state: AdminState = request.app.state.admin
+    try:
+        async with asyncio.timeout(BACKLOG_TIMEOUT):
+            backlog = await read_backlog(state.pool, state.redis, state.settings.redis_prefix)
+    except Exception as exc:  # the scrape still answers, with the process's own figures
+        log.warning("metrics: could not read the state figures: %r", exc)
+        BACKLOG_READ.set(0)
+        return
+    publish(backlog)
+    BACKLOG_READ.set(1)
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -82,7 +106,7 @@ def create_app(settings: Settings) -> Litestar:
             await arq.aclose()
             await pool.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             hello,
             health,
@@ -96,6 +120,7 @@ def create_app(settings: Settings) -> Litestar:
             KeyController,
             IdentityController,
             console_router(),  # the web console at /
+            metrics_route(lambda r: r.app.state.admin.envs, settings.metrics_token, _backlog),
         ],
         dependencies={"admin": Provide(provide_state), "env": Provide(provide_env)},
         lifespan=[lifespan],
@@ -104,4 +129,6 @@ def create_app(settings: Settings) -> Litestar:
         # the largest JSON body is 10,000 members of 255 characters (2.6 MB); CSV imports
         # stream under their own limit (their route lifts this one)
         request_max_body_size=MAX_BODY_BYTES,
+        logging_config=None,  # the process configures logging (shared.logs)
     )
+    return observe_requests(app, settings)

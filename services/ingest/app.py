@@ -12,6 +12,7 @@ from services.ingest.inbox import InboxWriter
 from services.ingest.routes import Ingest, build_routes
 from shared.db import create_pool
 from shared.http import EXCEPTION_HANDLERS, EnvironmentCache, browser_cors, refuse_nul
+from shared.http_metrics import metrics_route, observe_requests
 from shared.messages import MAX_REQUEST_BYTES
 from shared.rate_limit import RequestLimits
 from shared.settings import Settings
@@ -58,8 +59,11 @@ def create_app(settings: Settings) -> Litestar:
         finally:
             await pool.close()
 
-    return Litestar(
-        route_handlers=build_routes(ingest),
+    app = Litestar(
+        route_handlers=[
+            *build_routes(ingest),
+            metrics_route(lambda _: ingest.cache, settings.metrics_token),
+        ],
         lifespan=[lifespan],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         middleware=[refuse_nul],
@@ -68,4 +72,6 @@ def create_app(settings: Settings) -> Litestar:
         request_max_body_size=2 * MAX_REQUEST_BYTES,
         openapi_config=None,
         debug=False,
+        logging_config=None,  # the process configures logging (shared.logs)
     )
+    return observe_requests(app, settings)

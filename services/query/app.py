@@ -32,6 +32,7 @@ from shared.http import (
     health_response,
     refuse_nul,
 )
+from shared.http_metrics import metrics_route, observe_requests
 from shared.membership.cache import MembershipCache
 from shared.rate_limit import RequestLimits
 from shared.settings import Settings
@@ -85,7 +86,7 @@ def create_app(settings: Settings) -> Litestar:
             await redis.aclose()
             await pool.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             hello,
             health,
@@ -94,6 +95,7 @@ def create_app(settings: Settings) -> Litestar:
             anonymous_segments,
             anonymous_in_segment,
             check,
+            metrics_route(lambda r: r.app.state.query.envs, settings.metrics_token),
         ],
         lifespan=[lifespan],
         exception_handlers=dict(EXCEPTION_HANDLERS),
@@ -103,4 +105,6 @@ def create_app(settings: Settings) -> Litestar:
         # 258 KB; everything else is refused with a 413 before it is read
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=None,
+        logging_config=None,  # the process configures logging (shared.logs)
     )
+    return observe_requests(app, settings)

@@ -33,11 +33,12 @@ from arq.worker import Worker
 
 from services.worker.drain import DrainStats, drain_round
 from services.worker.imports import RUN_SECONDS, run_imports
+from services.worker.metrics_server import MetricsServer
 from services.worker.outage import Dependency, ResilientWorker, needs_postgres, postgres_gone
 from services.worker.recompute_lane import RecomputeLane
 from services.worker.timed import recheck_timed_segments
 from services.worker.webhooks import deliver_webhooks
-from shared import member_counts
+from shared import member_counts, metrics
 from shared.db import create_pool
 from shared.membership import SegmentCatalog, outbox
 from shared.membership.cache import MembershipCache, rebuild_cache
@@ -93,9 +94,13 @@ async def _startup(ctx: dict[str, Any]) -> None:
     )
     ctx["lane"].start()
     ctx["verifier"] = CacheVerifier(ctx["pool"], ctx["cache"])
+    ctx["metrics_server"] = MetricsServer(settings, ctx["pool"])
+    await ctx["metrics_server"].start()
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
+    if "metrics_server" in ctx:
+        await ctx["metrics_server"].close()
     if "lane" in ctx:  # absent when start-up failed before it
         await ctx["lane"].stop()
     await ctx["pool"].close()
@@ -110,11 +115,17 @@ async def drain(ctx: dict[str, Any]) -> int:
         return 0
     settings: Settings = ctx["settings"]
     stats = DrainStats()
+    counted_dead = 0
     deadline = time.monotonic() + DRAIN_SECONDS
     async with lock:
         while rows := await drain_round(
             ctx["pool"], ctx["cache"], ctx["catalog"], settings.worker_batch, stats
         ):
+            metrics.INBOX_ROWS.inc(rows)
+            metrics.DRAIN_ROUNDS.inc()
+            if stats.dead > counted_dead:
+                metrics.DEAD_LETTERS.inc(stats.dead - counted_dead)
+                counted_dead = stats.dead
             if time.monotonic() > deadline:
                 break  # the next drain job or sweep goes on; a job must end well before its timeout
             if rows < GATHER_ROWS:
@@ -144,7 +155,9 @@ async def sweep(ctx: dict[str, Any]) -> int:
 
 async def sweep_cache_outbox(ctx: dict[str, Any]) -> int:
     """Cron (every second): finish the Redis step of writers that died after their commit."""
-    return await outbox.sweep(ctx["pool"], ctx["cache"])
+    swept = await outbox.sweep(ctx["pool"], ctx["cache"])
+    metrics.CACHE_OUTBOX_SWEPT.inc(swept)
+    return swept
 
 
 async def verify_cache(ctx: dict[str, Any]) -> int:
@@ -288,21 +301,9 @@ def build_worker(settings: Settings) -> Worker:
     )
 
 
-def configure_logging() -> None:
-    """INFO from our loggers; arq and the HTTP client at WARNING: arq logs a line per job
-    (noise at our rates) and httpx logs each request's full URL at INFO, and a webhook URL
-    may carry credentials (``https://user:token@host/...``, ``?token=``). Our own delivery
-    lines name the scheme and host only."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("arq", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # a traceback per reconnection attempt while PostgreSQL is down; our own line says it
-    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
-
-
 def run_worker(settings: Settings) -> None:
-    """Run the worker in the foreground until SIGINT/SIGTERM."""
-    configure_logging()
+    """Run the worker in the foreground until SIGINT/SIGTERM (logging configured by the
+    caller: :func:`shared.logs.configure_logging`)."""
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # arq takes the policy's loop
     build_worker(settings).run()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 
@@ -29,6 +30,7 @@ from shared.membership import recompute_segment
 from shared.membership.cache import MembershipCache
 from shared.membership.graph import load_refs
 from shared.membership.recompute import LEASE_SECONDS
+from shared.metrics import RECOMPUTE_DURATION, RECOMPUTES_RUNNING
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ class RecomputeLane:
         self._loop: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        RECOMPUTES_RUNNING.set_function(lambda: len(self.running))
         self._loop = asyncio.create_task(self._run_loop())
 
     def wake(self) -> None:
@@ -105,6 +108,8 @@ class RecomputeLane:
         return len(claims)
 
     async def _recompute(self, c: Claim) -> None:
+        started = time.perf_counter()
+        outcome = "retry"  # an exception below that nothing turns into another outcome
         try:
             result = await recompute_segment(
                 self.pool,
@@ -115,12 +120,16 @@ class RecomputeLane:
                 wait=False,
                 statement_timeout=self.statement_seconds,
             )
+            outcome = "done"
             if result is None:  # busy elsewhere, gone, or requested again: look again soon
+                outcome = "skipped"
                 await _release(self.pool, c, delay=1.0)
         except PERMANENT as exc:
+            outcome = "failed"
             await _fail(self.pool, c, exc)
         except Exception as exc:
             if c.attempts >= MAX_ATTEMPTS:
+                outcome = "failed"
                 await _fail(self.pool, c, exc)
             else:
                 log.warning(
@@ -131,6 +140,7 @@ class RecomputeLane:
                 )
                 await _release(self.pool, c, delay=RETRY_SECONDS * c.attempts)
         finally:
+            RECOMPUTE_DURATION.labels(outcome).observe(time.perf_counter() - started)
             self.running.pop((c.env_id, c.segment_id), None)
             self.wake()
 

@@ -48,6 +48,7 @@ import asyncpg
 import httpx
 import msgspec
 
+from shared.metrics import WEBHOOK_DELIVERIES
 from shared.settings import Settings
 from shared.webhook_targets import BlockedTarget, IPAddress, check_addresses, resolve
 
@@ -73,6 +74,10 @@ PARALLEL = 16
 ERROR_CHARS = 300
 
 _json = msgspec.json.Encoder()
+
+DELIVERED = WEBHOOK_DELIVERIES.labels("delivered").inc
+FAILED = WEBHOOK_DELIVERIES.labels("failed").inc
+GAVE_UP = WEBHOOK_DELIVERIES.labels("gave_up").inc
 
 _CLAIM = """
 WITH due AS (
@@ -283,8 +288,10 @@ async def _send_webhook(
                 continue
             status, error = await _post(client, row)
             if error is None:
+                DELIVERED()
                 out.append(_Outcome(row["env_id"], row["id"], True, status=status))
             else:
+                (GAVE_UP if row["attempts"] + 1 >= MAX_ATTEMPTS else FAILED)()
                 wait = backoff(row["attempts"] + 1)
                 error = error.replace(row["url"], origin(row["url"]))
                 log.info(

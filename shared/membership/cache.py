@@ -28,6 +28,7 @@ from hiredis import pack_command
 from redis.exceptions import NoScriptError, ResponseError
 
 from shared.db import Conn
+from shared.metrics import CACHE_MISSES, CACHE_REFILLS
 from shared.redis_keys import ANONYMOUS_MARK, anonymous, membership_key
 
 #: Seconds a membership set lives in Redis; a miss is refilled from PostgreSQL.
@@ -134,7 +135,9 @@ class MembershipCache:
         return None if version is None else segments
 
     async def write(self, env_id: int, user_id: str, version: int, segments: Iterable[int]) -> None:
-        """Store one user's complete set unless Redis already holds a newer one."""
+        """Store one user's complete set unless Redis already holds a newer one (the query
+        service's refill after a miss)."""
+        CACHE_REFILLS.inc()
         ttl = SET_TTL if version > 0 else UNKNOWN_TTL
         await self._replace(
             [(self.key(env_id, user_id), [str(version), str(ttl), *map(str, segments)])]
@@ -306,7 +309,9 @@ async def load_user_memberships(
     conn: Conn | asyncpg.Pool, env_id: int, user_id: str
 ) -> tuple[int, set[int]] | None:
     """(membership_version, segment ids) of a user from PostgreSQL, by userId or by anonymous
-    id (marked by :func:`shared.redis_keys.anonymous`); None when there is no such user."""
+    id (marked by :func:`shared.redis_keys.anonymous`); None when there is no such user.
+    (The query service's read after a Redis miss: counted as one.)"""
+    CACHE_MISSES.inc()
     is_anonymous = user_id.startswith(ANONYMOUS_MARK)
     row = await conn.fetchrow(_LOAD_ONE, env_id, user_id.removeprefix(ANONYMOUS_MARK), is_anonymous)
     if row is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -23,7 +24,8 @@ import asyncpg
 import msgspec
 
 from shared.membership.cache import MembershipCache, parse_members
-from shared.redis_keys import ANONYMOUS_MARK
+from shared.metrics import CACHE_DRIFT_REPAIRS
+from shared.redis_keys import ANONYMOUS_MARK, cache_repaired_at_key, cache_repairs_key
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +173,8 @@ class CacheVerifier:
 
     async def _repair(self, env_id: int, wrong: dict[str, tuple[int, list[int]] | None]) -> int:
         """Overwrite the sets found wrong; a set of nobody is deleted (a read asks PostgreSQL).
-        Counted in Redis (``<prefix>:cache-repairs``)."""
+        Counted in Redis (``<prefix>:cache-repairs``, the time in ``<prefix>:cache-repaired-at``)
+        and in this process's ``segments_cache_drift_repairs_total``."""
         gone = [ident for ident, found in wrong.items() if found is None]
         sets = {ident: found for ident, found in wrong.items() if found is not None}
         repaired = await self.cache.repair(env_id, sets)
@@ -179,5 +182,10 @@ class CacheVerifier:
             await self.cache.forget(env_id, gone)
             repaired += len(gone)
         if repaired:
-            await self.cache.redis.incrby(f"{self.cache.prefix}:cache-repairs", repaired)
+            CACHE_DRIFT_REPAIRS.inc(repaired)
+            prefix = self.cache.prefix
+            async with self.cache.redis.pipeline(transaction=False) as pipe:
+                pipe.incrby(cache_repairs_key(prefix), repaired)
+                pipe.set(cache_repaired_at_key(prefix), str(int(time.time())))
+                await pipe.execute()
         return repaired

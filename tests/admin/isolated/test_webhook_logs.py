@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from services.worker.main import configure_logging
 from services.worker.webhooks import deliver_webhooks, origin
 from shared.environments import EnvironmentKeys
+from shared.logs import configure_logging
 from shared.settings import Settings
 from tests.admin.conftest import Receiver, change_members, create_manual, make_user, secret
 
@@ -45,7 +45,7 @@ async def test_delivery_logs_never_show_credentials_of_the_url(
 ) -> None:
     for name in ("httpx", "httpcore", "arq"):  # configure_logging changes them: restore after
         monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
-    configure_logging()
+    configure_logging(settings, "worker")
     caplog.set_level(logging.INFO)
     url = receiver.url.replace("http://", "http://hookuser:s3cretpass@") + "?token=t0ps3cret"
     receiver.statuses = [500]
