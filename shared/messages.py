@@ -151,14 +151,18 @@ def normalise_id(field: str, value: Any) -> str | None:
     """
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise MessageError(field, "must be a string or a number, not a boolean")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise MessageError(field, "must be a finite number")
-    if not isinstance(value, str | int | float):
-        raise MessageError(field, "must be a string or a number")
-    text = id_text(value)
-    if not text.strip() or text.strip().lower() in _NO_ID:
+    if type(value) is str:  # the common case first (an import checks one a row)
+        text = value
+    else:
+        if isinstance(value, bool):
+            raise MessageError(field, "must be a string or a number, not a boolean")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise MessageError(field, "must be a finite number")
+        if not isinstance(value, str | int | float):
+            raise MessageError(field, "must be a string or a number")
+        text = id_text(value)
+    stripped = text.strip()
+    if not stripped or stripped.lower() in _NO_ID:
         raise MessageError(field, f"{text!r} is not a usable id")
     if len(text) > MAX_ID_LENGTH:
         raise MessageError(field, f"longer than {MAX_ID_LENGTH} characters")

@@ -38,6 +38,12 @@ def typed_value(cell: str, type_: str | None) -> Any:
     and true/false read as such, and the first value seen decides the type as for identify).
     A cell that does not read as the type is kept as text: the worker warns, as for
     identify."""
+    if type_ in ("number", None):
+        digits = cell[1:] if cell.startswith("-") else cell
+        # a plain integer (what _INTEGER matches) without the two regular expressions
+        if 0 < len(digits) <= 18 and digits.isascii() and digits.isdigit():
+            if digits[0] != "0" or len(digits) == 1:
+                return int(cell)
     if type_ in ("number", None) and _DECIMAL.fullmatch(cell):
         if _INTEGER.fullmatch(cell):
             return int(cell)
@@ -64,7 +70,7 @@ def typed_value(cell: str, type_: str | None) -> Any:
     return cell
 
 
-@dataclass
+@dataclass(slots=True)
 class RowPlan:
     """One data row: what its message will do, or why it is rejected."""
 
@@ -96,7 +102,11 @@ def plan_rows(
     default_segment: str | None,
 ) -> list[RowPlan]:
     """The plan of each record, given as (row number, cells); no I/O."""
-    roles = [(i, mapping[c]) for i, c in enumerate(columns) if mapping[c].as_ != "ignore"]
+    roles = [
+        (i, mapping[c].as_, mapping[c].name)
+        for i, c in enumerate(columns)
+        if mapping[c].as_ != "ignore"
+    ]
     plans = []
     for number, raw in records:
         plan = RowPlan(number, raw)
@@ -139,32 +149,41 @@ def split_lanes(
 def _fill(
     plan: RowPlan,
     kind: str,
-    roles: list[tuple[int, ColumnMapping]],
+    roles: list[tuple[int, str, str | None]],
     types: Mapping[str, str],
     manual_keys: Mapping[str, int],
     default_segment: str | None,
 ) -> None:
     email = None
-    for i, role in roles:
-        cell = unescape_cell(plan.cells[i]) if i < len(plan.cells) else ""
+    cells = plan.cells
+    width = len(cells)
+    for i, as_, name in roles:
+        if i >= width:
+            continue
+        cell = cells[i]
+        if cell.startswith("'"):
+            cell = unescape_cell(cell)
         if not cell:
             continue  # an empty cell adds nothing (it does not unset)
-        if role.as_ == "userId":
+        if as_ == "attribute":
+            assert name is not None
+            plan.attributes[name] = typed_value(cell, types.get(name))
+        elif as_ == "userId":
             plan.user_id = normalise_id("userId", cell)
-        elif role.as_ == "email":
+        elif as_ == "email":
             if "@" not in cell or len(cell) > 320:
                 raise MessageError("email", f"{cell!r} is not an email address")
             email = cell
-        elif role.as_ == "attribute":
-            assert role.name is not None
-            plan.attributes[role.name] = typed_value(cell, types.get(role.name))
-        elif role.as_ == "tag":
-            assert role.name is not None
+        elif as_ == "segment":
+            if "," in cell:
+                plan.segments.extend(_keys(cell))
+            elif key := cell.strip():
+                plan.segments.append(key)
+        elif as_ == "tag":
+            assert name is not None
             if len(cell) > MAX_TAG_PART:
-                raise MessageError(role.name, f"a tag value is 1-{MAX_TAG_PART} characters")
-            plan.tags.append(TagOp("add", role.name, cell))
-        elif role.as_ == "segment":
-            plan.segments.extend(_keys(cell))
+                raise MessageError(name, f"a tag value is 1-{MAX_TAG_PART} characters")
+            plan.tags.append(TagOp("add", name, cell))
     if kind == "members" and not plan.segments:
         if default_segment is None:
             raise MessageError("segment", "the row names no segment")
