@@ -11,7 +11,9 @@ same file is loaded by ``COPY ... FROM STDIN (FORMAT csv)`` into a plain table: 
 
 Peak RSS (VmHWM) of the admin, worker and query processes is read from /proc at the end of
 each size: constant memory means the same peaks for 100k and 1M rows. The machine may be
-shared: compare a figure only with the floor printed beside it.
+shared: compare a figure only with the floor printed beside it, and mind the load average
+printed with the CPU figures (the worker applies two lanes at once, so on a busy machine the
+end-to-end figure falls faster than the CPU per row rises).
 """
 
 from __future__ import annotations
@@ -147,6 +149,7 @@ async def one_size(db: BenchDatabase, services: Services, rows: int, path: Path)
         resp.raise_for_status()
         last_user, last_cohort = f"user-{rows - 1}", f"cohort-{(rows - 1) % COHORTS}"
 
+        load_before = os.getloadavg()[0]
         start = time.perf_counter()
         resp = await admin.post(
             "/v1/imports", content=_chunks(path), headers={"Content-Type": "text/csv"}
@@ -178,6 +181,7 @@ async def one_size(db: BenchDatabase, services: Services, rows: int, path: Path)
                 break
             await asyncio.sleep(0.02)
         visible = time.perf_counter()
+        load_after = os.getloadavg()[0]
         floor = await copy_floor(db.dsn, path)
     finally:
         await sampler.close()
@@ -195,7 +199,7 @@ async def one_size(db: BenchDatabase, services: Services, rows: int, path: Path)
         f"{'':>9}   where the apply time goes: worker {worker_cpu:.1f} CPU-s "
         f"({worker_cpu / rows * 1e6:.0f} us/row), PostgreSQL backends {pg_cpu:.1f} CPU-s "
         f"({pg_cpu / rows * 1e6:.0f} us/row); the machine was busy {machine / apply:.2f} of "
-        f"{os.cpu_count()} cores"
+        f"{os.cpu_count()} cores (load average {load_before:.1f} before, {load_after:.1f} after)"
     )
     print(f"{'':>9}   floor: COPY of the same file {rows / floor:>10,.0f} rows/s ({floor:.1f} s)")
     peaks = ", ".join(
