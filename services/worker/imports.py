@@ -70,6 +70,9 @@ LANES = 2
 #: Transient conflicts with other writers: the batch is retried.
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _json = msgspec.json.Encoder()
+#: One import at a time per worker process. A module's lock, not one kept in ``ctx``: arq
+#: gives each job a copy of the worker's ctx, so a lock put there by a job is that job's own.
+_SLOT = asyncio.Lock()
 
 
 class _Stopped(Exception):
@@ -304,15 +307,52 @@ async def _window(
     job.lanes_done = job.lane_window = 0
 
 
+async def _keep_lease(pool: asyncpg.Pool, job: _Job) -> None:
+    """Renew ``job``'s lease every quarter of :data:`LEASE_SECONDS` while it is worked on: a
+    window on a busy machine, or skipping a resumed import's committed rows, may take longer
+    than the lease, which would let another run take the import over mid-window (its lanes
+    would then be refused their commit, and the two would take turns for ever)."""
+    while True:
+        await asyncio.sleep(LEASE_SECONDS / 4)
+        try:
+            await pool.execute(
+                """UPDATE imports SET lease_until = now() + make_interval(secs => $4)
+                   WHERE env_id = $1 AND id = $2 AND lease_owner = $3
+                     AND status = 'processing'""",
+                job.env_id,
+                job.id,
+                job.owner,
+                float(LEASE_SECONDS),
+            )
+        except Exception as exc:  # the next renewal tries again; the lanes check the lease
+            log.warning("import %s: lease not renewed: %r", job.id, exc)
+
+
 async def _process(ctx: dict[str, Any], job: _Job, deadline: float) -> bool:
     """Work on ``job`` until it ends (True) or ``deadline`` passes (False: the lease lapses
     and a later run resumes it)."""
     settings: Settings = ctx["settings"]
     window = max(1, settings.worker_batch) * LANES
     catalog: SegmentCatalog = ctx.setdefault("import_catalog", SegmentCatalog())
-    skip = job.rows_done
     # a window part-committed by a killed worker is read again whole, at its own size
     size = job.lane_window or window
+    keeper = asyncio.create_task(_keep_lease(ctx["pool"], job))
+    try:
+        return await _windows(ctx, job, catalog, deadline, size, window)
+    finally:
+        keeper.cancel()
+
+
+async def _windows(
+    ctx: dict[str, Any],
+    job: _Job,
+    catalog: SegmentCatalog,
+    deadline: float,
+    size: int,
+    window: int,
+) -> bool:
+    """The windows of ``job``'s file after its committed rows (the first of ``size`` rows)."""
+    skip = job.rows_done
     pending: list[list[str]] = []
     chunks = read_chunks(ctx["pool"], job.env_id, job.id)
     async for records in read_records(CsvStream(), chunks):
@@ -338,7 +378,7 @@ async def run_imports(ctx: dict[str, Any]) -> int:
     """Cron: take over a ``processing`` import nobody holds and apply it; returns how many
     imports it finished. One import at a time per worker process (more workers, more
     imports at once), so the inbox drain always has room."""
-    slot: asyncio.Lock = ctx.setdefault("import_slot", asyncio.Lock())
+    slot = _SLOT
     if slot.locked():
         return 0
     finished = 0

@@ -5,6 +5,7 @@ applying anything twice."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -90,6 +91,31 @@ async def test_a_users_rows_keep_their_order_across_lanes_and_windows(
     assert await run_imports(ctx) == 1
     assert await _state(db, env.id, again) == ("done", 263, 0, 263, 0, 0, 0)
     assert await _values(db, env.id) == values
+
+
+async def test_one_import_at_a_time_per_worker_process(
+    db: asyncpg.Pool, redis: aioredis.Redis, settings: Settings, env: EnvironmentKeys
+) -> None:
+    # arq hands each cron run a copy of the worker's ctx: a second run must not take the
+    # import over from the first, even once its lease has lapsed
+    rows = 3000
+    import_id = await _started(db, env.id, [f"c{i},{i}" for i in range(rows)])
+    first = asyncio.create_task(run_imports(_ctx(db, redis, settings)))
+    sql = "SELECT rows_done FROM imports WHERE env_id = $1 AND id = $2"
+    for _ in range(6000):  # until the first window has committed
+        if await db.fetchval(sql, env.id, import_id):
+            break
+        await asyncio.sleep(0.01)
+    await db.execute(
+        """UPDATE imports SET lease_until = now() - interval '1 second'
+           WHERE env_id = $1 AND id = $2""",
+        env.id,
+        import_id,
+    )
+    assert await db.fetchval(sql, env.id, import_id) < rows, "the import ended too soon"
+    assert await run_imports(_ctx(db, redis, settings)) == 0
+    assert await first == 1
+    assert await _state(db, env.id, import_id) == ("done", rows, rows, 0, 0, 0, 0)
 
 
 async def test_a_window_with_one_lane_committed_resumes_with_the_other(
