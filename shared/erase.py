@@ -96,13 +96,15 @@ async def _drop_messages(
 
 
 async def _tables_with(conn: Conn, column: str) -> list[str]:
-    """Tables of the current schema with both ``env_id`` and ``column`` columns."""
+    """Tables of the current schema with both ``env_id`` and ``column`` columns (a
+    partitioned table stands for its partitions: a statement on it reaches every one)."""
     rows = await conn.fetch(
         """SELECT c.table_name FROM information_schema.columns c
            JOIN information_schema.tables t
              ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+           JOIN pg_class r ON r.oid = format('%I.%I', c.table_schema, c.table_name)::regclass
            WHERE c.table_schema = current_schema() AND c.column_name = $1
-             AND t.table_type = 'BASE TABLE'
+             AND t.table_type = 'BASE TABLE' AND NOT r.relispartition
              AND EXISTS (SELECT 1 FROM information_schema.columns e
                          WHERE e.table_schema = c.table_schema AND e.table_name = c.table_name
                            AND e.column_name = 'env_id')

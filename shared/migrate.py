@@ -57,8 +57,9 @@ def migration_files() -> list[tuple[int, Path]]:
     return sorted(found.items())
 
 
-async def migrate(conn: Conn) -> list[str]:
-    """Apply the migrations not yet recorded; return the names applied."""
+async def migrate(conn: Conn, *, through: int | None = None) -> list[str]:
+    """Apply the migrations not yet recorded (those numbered up to ``through`` only, when
+    given: tests of a migration on a database holding data); return the names applied."""
     applied: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
     try:
@@ -70,7 +71,7 @@ async def migrate(conn: Conn) -> list[str]:
         )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         for number, path in migration_files():
-            if number in done:
+            if number in done or (through is not None and number > through):
                 continue
             async with conn.transaction():
                 await conn.execute(path.read_text())

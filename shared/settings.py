@@ -110,6 +110,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: SEGMENTS_HTTP_METRICS: count and time HTTP requests, and give each a request id
     #: (``X-Request-Id``). On by default (its cost: ``bench.http_metrics``).
     http_metrics: bool = True
+    #: SEGMENTS_RETENTION_PROCESSED_DAYS: days a messageId is remembered (the dedup window:
+    #: a message repeated within it applies once); whole weekly partitions are dropped after.
+    retention_processed_days: int = 7
+    #: SEGMENTS_RETENTION_CHANGES_DAYS: days the membership change log (change feeds, a
+    #: profile's history) is kept; whole weekly partitions are dropped after.
+    retention_changes_days: int = 90
+    #: SEGMENTS_RETENTION_DELIVERIES_DAYS: days the webhook delivery log is kept (pending
+    #: deliveries are kept until sent or given up); whole weekly partitions are dropped after.
+    retention_deliveries_days: int = 30
 
 
 _ENV_NAMES: dict[str, str] = {
@@ -150,6 +159,9 @@ _ENV_NAMES: dict[str, str] = {
     "log_format": "SEGMENTS_LOG_FORMAT",
     "access_log": "SEGMENTS_ACCESS_LOG",
     "http_metrics": "SEGMENTS_HTTP_METRICS",
+    "retention_processed_days": "SEGMENTS_RETENTION_PROCESSED_DAYS",
+    "retention_changes_days": "SEGMENTS_RETENTION_CHANGES_DAYS",
+    "retention_deliveries_days": "SEGMENTS_RETENTION_DELIVERIES_DAYS",
 }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import asyncpg
 import msgspec
@@ -52,17 +52,68 @@ async def _claim(conn: Conn, limit: int) -> list[asyncpg.Record]:
     )
 
 
+#: Advisory lock class of the dedup days: ``(DEDUP_DAY_LOCK, day)``, see :func:`first_new`.
+DEDUP_DAY_LOCK = 7_413_060
+
+# Holds the day's lock (shared) from before the clock is read, then waits for every
+# transaction still holding the day before's (a barrier: lock and release at once). A
+# transaction that took its day's lock before the barrier is waited for; one that takes it
+# after reads a clock past the barrier, so it records its messageIds in the new day.
+_DEDUP_DAY = """
+WITH held AS MATERIALIZED (
+    SELECT d, pg_advisory_xact_lock_shared($1, d - date '2000-01-01')
+    FROM (SELECT coalesce($2::date, (clock_timestamp() AT TIME ZONE 'UTC')::date) AS d) AS x
+), barrier AS MATERIALIZED (
+    SELECT d, pg_advisory_lock($1, d - date '2000-01-01' - 1) FROM held
+)
+SELECT d, pg_advisory_unlock($1, d - date '2000-01-01' - 1),
+       coalesce($2::date, (clock_timestamp() AT TIME ZONE 'UTC')::date) AS still
+FROM barrier
+"""
+
+# Records the messageIds under today (the primary key decides between two transactions
+# of one day) and keeps those no earlier day holds. OFFSET 0 keeps the NOT
+# EXISTS a per-row probe of each earlier day's primary key: as a join, the planner hashed
+# every earlier partition whole (a cost growing with the history).
+_RECORD_NEW = """
+WITH recorded AS (
+    INSERT INTO processed_messages (env_id, message_id, day)
+    SELECT e, m, $3 FROM unnest($1::bigint[], $2::text[]) AS x(e, m)
+    ON CONFLICT DO NOTHING RETURNING env_id, message_id
+)
+SELECT env_id, message_id FROM recorded r
+WHERE NOT EXISTS (SELECT 1 FROM processed_messages p
+                  WHERE p.env_id = r.env_id AND p.message_id = r.message_id AND p.day < $3
+                  OFFSET 0)
+"""
+
+
 async def first_new(
-    conn: Conn, rows: list[tuple[int, int, InboxMessage]]
+    conn: Conn, rows: list[tuple[int, int, InboxMessage]], *, day: date | None = None
 ) -> list[tuple[int, int, InboxMessage]]:
     """Record the batch's messageIds; keep each message whose id was not seen before (the
-    first occurrence of an id repeated inside the batch)."""
+    first occurrence of an id repeated inside the batch).
+
+    ``processed_messages`` is partitioned by week (migration 060) and keyed by day: a
+    messageId is unique within a day by the primary key, and the earlier days still kept
+    (the dedup window, ``SEGMENTS_RETENTION_PROCESSED_DAYS``) are probed in the same
+    statement, one index look-up per partition. Exact under concurrency across midnight
+    too: :data:`_DEDUP_DAY` makes a transaction of the new day wait for those still
+    recording in the day before, so that it sees what they committed. A repeat is recorded
+    under its new day too: the window runs from a messageId's last sighting. ``day``
+    replaces the database clock (tests)."""
+    if not rows:
+        return []
+    while True:
+        held = await conn.fetchrow(_DEDUP_DAY, DEDUP_DAY_LOCK, day)
+        assert held is not None
+        if held["still"] == held["d"]:  # else midnight passed meanwhile: hold the new day
+            break
     inserted = await conn.fetch(
-        """INSERT INTO processed_messages (env_id, message_id)
-           SELECT * FROM unnest($1::bigint[], $2::text[])
-           ON CONFLICT DO NOTHING RETURNING env_id, message_id""",
+        _RECORD_NEW,
         [env_id for env_id, _, _ in rows],
         [m.messageId for _, _, m in rows],
+        held["d"],
     )
     fresh = {(r["env_id"], r["message_id"]) for r in inserted}
     out = []

@@ -11,7 +11,9 @@ Crons:
 - ``sweep_cache_outbox`` (every second): Redis steps of writers that died after committing.
 - ``verify_cache`` (every 5 s): the next slice of Redis sets compared with PostgreSQL, drift
   repaired and counted.
-- ``prune`` (hourly): forgets processed messageIds older than 8 days.
+- ``maintain_partitions`` (hourly, and at start-up): creates the coming time partitions of
+  processed_messages, membership_changes and webhook_deliveries and drops those past their
+  retention (shared.partitions).
 - ``run_imports`` (every second): applies CSV imports (services.worker.imports).
 - ``fold_counts`` (every 30 s): sums each segment's and tag's member count rows into one.
 """
@@ -38,7 +40,7 @@ from services.worker.outage import Dependency, ResilientWorker, needs_postgres, 
 from services.worker.recompute_lane import RecomputeLane
 from services.worker.timed import recheck_timed_segments
 from services.worker.webhooks import deliver_webhooks
-from shared import member_counts, metrics
+from shared import member_counts, metrics, partitions
 from shared.db import create_pool
 from shared.membership import SegmentCatalog, outbox
 from shared.membership.cache import MembershipCache, rebuild_cache
@@ -198,11 +200,11 @@ async def recheck_time(ctx: dict[str, Any]) -> int:
     )
 
 
-async def prune(ctx: dict[str, Any]) -> None:
-    """Cron: messageIds are deduplicated for at least 7 days; older ones are forgotten."""
-    await ctx["pool"].execute(
-        "DELETE FROM processed_messages WHERE processed_at < now() - interval '8 days'"
-    )
+async def maintain_partitions(ctx: dict[str, Any]) -> int:
+    """Cron: partitions created ahead, expired ones dropped (see shared.partitions);
+    returns how many were dropped."""
+    report = await partitions.maintain(ctx["pool"], ctx["settings"])
+    return len(report.dropped)
 
 
 async def fold_counts(ctx: dict[str, Any]) -> int:
@@ -276,7 +278,14 @@ def build_worker(settings: Settings) -> Worker:
             ),
             cron(needs_postgres(sweep_cache_outbox), second=_every(1), unique=True, timeout=60),
             cron(needs_postgres(verify_cache), second=_every(5), unique=True, timeout=60),
-            cron(needs_postgres(prune), minute=7, second=0),
+            cron(
+                needs_postgres(maintain_partitions),
+                minute=7,
+                second=0,
+                run_at_startup=True,
+                unique=True,
+                timeout=600,
+            ),
             _schedule(needs_postgres(fold_counts), member_counts.FOLD_SECONDS),
             cron(
                 needs_postgres(run_imports),

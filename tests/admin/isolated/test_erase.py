@@ -110,11 +110,14 @@ async def _person(
 
 async def _leftovers(db: asyncpg.Pool, needles: list[str], pk: int) -> dict[str, int]:
     """{table: rows} of every table in the database holding one of ``needles`` anywhere in
-    a row (text, JSON or bytes), or the profile's primary key in a ``user_pk`` column."""
+    a row (text, JSON or bytes), or the profile's primary key in a ``user_pk`` column (a
+    partitioned table is read whole, through its parent)."""
     found: dict[str, int] = {}
     tables = await db.fetch(
-        """SELECT table_name FROM information_schema.tables
-           WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"""
+        """SELECT table_name FROM information_schema.tables t
+           JOIN pg_class r ON r.oid = format('%I.%I', t.table_schema, t.table_name)::regclass
+           WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'
+             AND NOT r.relispartition"""
     )
     patterns = [f"%{n.lower()}%" for n in needles]
     for (table,) in tables:
