@@ -86,13 +86,18 @@ async def verify_cache(settings: Settings, *, repair: bool, recheck_after: float
 async def status(settings: Settings) -> int:
     """Print the five figures to alert on (:mod:`shared.backlog`), each with its verdict;
     returns how many are at alert level. Reads PostgreSQL and Redis directly, so it works
-    while every service is down."""
+    while every service is down (PostgreSQL unreachable is one line at alert level)."""
+    import asyncpg
     import redis.asyncio as aioredis
 
     from shared.backlog import figures, read_backlog
 
     dsn, redis_url = _require_urls(settings)
-    pool = await create_pool(dsn, size=1)
+    try:
+        pool = await asyncio.wait_for(create_pool(dsn, size=1), 10)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        print(f"WARN  postgresql    unreachable, no figure can be read: {exc!r}")
+        return 1
     client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
     try:
         found = figures(await read_backlog(pool, client, settings.redis_prefix))

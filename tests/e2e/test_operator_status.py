@@ -40,9 +40,8 @@ async def cache(quiet: Settings) -> AsyncIterator[aioredis.Redis]:
         yield client
 
 
-def status(settings: Settings) -> tuple[int, dict[str, str]]:
-    """(exit code, {figure: its line}) of `segments status`."""
-    done = subprocess.run(
+def run_status(settings: Settings) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "services.cli", "status"],
         env={**os.environ, **to_environ(settings)},
         cwd=ROOT,
@@ -50,6 +49,11 @@ def status(settings: Settings) -> tuple[int, dict[str, str]]:
         text=True,
         timeout=60,
     )
+
+
+def status(settings: Settings) -> tuple[int, dict[str, str]]:
+    """(exit code, {figure: its line}) of `segments status`."""
+    done = run_status(settings)
     assert not done.stderr, done.stderr
     lines = {}
     for line in done.stdout.splitlines():
@@ -187,3 +191,17 @@ async def test_status_with_redis_unreachable_warns_on_the_cache(quiet: Settings)
     code, lines = status(away)
     assert code == 1 and "cache" in warned(lines)
     assert "Redis unreachable" in lines["cache"]
+
+
+def test_status_with_postgresql_unreachable_says_so_and_fails(quiet: Settings) -> None:
+    import msgspec
+
+    from services.embedded import free_port
+
+    away = msgspec.structs.replace(
+        quiet, database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+    )
+    done = run_status(away)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.startswith("WARN  postgresql    unreachable")
+    assert "Traceback" not in done.stderr
