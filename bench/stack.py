@@ -132,10 +132,11 @@ class Services:
         return self.procs[service].pid
 
     def start(self, service: str, timeout: float = 30) -> None:
+        """Start ``service`` (a further process of one is named with a number: ``worker2``)."""
         env = {**os.environ, **to_environ(self.settings)}
         log = open(self.logs / f"{service}.log", "ab")
         self.procs[service] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "run", service],
+            [sys.executable, "-m", "services.cli", "run", service.rstrip("0123456789")],
             env=env,
             cwd=ROOT,
             stdout=log,
@@ -152,7 +153,7 @@ class Services:
         raise RuntimeError(f"{service} not healthy after {timeout}s; see {self.logs}")
 
     def _healthy(self, service: str) -> bool:
-        if service == "worker":
+        if service.startswith("worker"):
             return check_service("worker", self.settings)
         url = f"http://127.0.0.1:{self.port(service)}/health"
         try:
