@@ -266,8 +266,8 @@ def _test(op: str, v: Any, kind: str | None, clock: _Clock) -> Callable[[Any, da
     if op == "ends_with":
         return lambda x, now: x.endswith(v)  # type: ignore[no-any-return]
     if op == "regex":
-        search = v.search
-        return lambda x, now: search(x) is not None
+        found: Callable[[str], bool] = v.found
+        return lambda x, now: found(x)
     if op == "between":
         lo, hi = v
         return lambda x, now: lo <= x <= hi  # type: ignore[no-any-return]

@@ -12,6 +12,7 @@ import msgspec
 
 from shared.attribute_types import type_key
 from shared.conditions import (
+    Condition,
     ConditionError,
     Subject,
     Tag,
@@ -22,6 +23,7 @@ from shared.conditions import (
     referenced_segments,
     uses_time,
 )
+from shared.conditions.env_engine import SegmentsEvaluator, compile_segments
 from shared.conditions.references import leaves
 from shared.db import Conn
 from shared.membership.graph import dependency_order, name_map
@@ -57,6 +59,9 @@ class EnvSegments(msgspec.Struct, frozen=True):
     events: frozenset[str] = frozenset()
     #: attribute types (the engines' ``types`` keys)
     types: Mapping[str, str] = msgspec.field(default_factory=dict)
+    #: every dynamic segment compiled into one function (shared.conditions.env_engine);
+    #: None: each segment's own predicate, in order
+    evaluator: SegmentsEvaluator | None = None
 
     @property
     def uses_companies(self) -> bool:
@@ -74,6 +79,9 @@ class EnvSegments(msgspec.Struct, frozen=True):
         result = set(manual_ids)
         if self.all_users is not None:
             result.add(self.all_users)
+        if self.evaluator is not None:
+            self.evaluator(subject, now, result)
+            return result
         for segment in self.dynamic:
             if segment.needs_segments:
                 subject.segments = frozenset(result)
@@ -134,6 +142,7 @@ class SegmentCatalog:
         all_users: int | None = None
         manual: dict[str, int] = {}
         compiled: dict[int, DynamicSegment] = {}
+        conditions: dict[int, Condition] = {}
         refs: dict[int, set[int]] = {}
         uses_tags = False
         events: set[str] = set()
@@ -159,6 +168,7 @@ class SegmentCatalog:
                 reads_companies = any(s == "company" for s, _ in attributes)
                 events |= referenced_events(cond)
                 refs[row["id"]] = referenced
+                conditions[row["id"]] = cond
                 compiled[row["id"]] = DynamicSegment(
                     row["id"],
                     row["key"],
@@ -176,4 +186,5 @@ class SegmentCatalog:
             uses_tags=uses_tags,
             events=frozenset(events),
             types=types,
+            evaluator=compile_segments([(s.id, conditions[s.id]) for s in dynamic], types, names),
         )

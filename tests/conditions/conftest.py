@@ -11,7 +11,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from shared.conditions import Subject, compile_python, compile_sql, parse_condition
+from shared.conditions import Condition, Subject, compile_python, compile_sql, parse_condition
+from shared.conditions.env_engine import compile_segments
 from shared.db import Conn
 from shared.environments import EnvironmentKeys
 
@@ -82,6 +83,29 @@ async def write_related(
             [r[1] for r in rows],
             [r[2] for r in rows],
         )
+
+
+#: The id the generated evaluator adds for the condition under test (no real segment's).
+TESTED = -1
+
+
+def env_matches(
+    condition: Condition,
+    subjects: Mapping[str, Subject],
+    now: datetime,
+    segments: Mapping[str, int],
+) -> set[str]:
+    """The names :func:`shared.conditions.env_engine.compile_segments` matches, the condition
+    compiled twice over (the second copy tests the memoized leaves) beside a segment leaf."""
+    evaluate = compile_segments([(TESTED, condition), (TESTED - 1, condition)], None, segments)
+    matched = set()
+    for name, subject in subjects.items():
+        res = set(subject.segments)  # what a segment leaf sees, as in the closures
+        evaluate(subject, now, res)
+        assert (TESTED in res) == (TESTED - 1 in res)
+        if TESTED in res:
+            matched.add(name)
+    return matched
 
 
 class Profiles:
@@ -192,8 +216,12 @@ class Profiles:
     def python_matches(
         self, condition: Any, now: datetime = NOW, types: Mapping[str, str] | None = None
     ) -> set[str]:
-        predicate = compile_python(parse_condition(condition, types), segments=self.segments)
-        return {name for name, subject in self.subjects.items() if predicate(subject, now)}
+        parsed = parse_condition(condition, types)
+        predicate = compile_python(parsed, segments=self.segments)
+        matched = {name for name, subject in self.subjects.items() if predicate(subject, now)}
+        # the worker's form: every segment of an environment in one generated function
+        assert env_matches(parsed, self.subjects, now, self.segments) == matched
+        return matched
 
     async def matches(
         self, condition: Any, now: datetime = NOW, types: Mapping[str, str] | None = None

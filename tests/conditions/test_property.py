@@ -34,6 +34,7 @@ from shared.conditions.operators import NEGATION
 from shared.db import create_pool
 from shared.environments import ensure_environment
 from shared.settings import Settings
+from tests.conditions.conftest import env_matches
 
 settings.register_profile(
     "conditions",
@@ -555,9 +556,12 @@ def test_python_and_sql_engines_agree(
     rows = [(r[0], None if r[1] is None else f"{r[1]}#{i}", *r[2:]) for i, r in enumerate(rows)]
     predicate = compile_python(condition, segments=database.segments)
     matched_sql, read_back = database.evaluate(condition, rows, now)
-    for row, in_sql, stored in zip(rows, matched_sql, read_back, strict=True):
+    subjects = {str(i): subject(row, row[0], database, now) for i, row in enumerate(rows)}
+    in_env = env_matches(condition, subjects, now, database.segments)
+    for i, (row, in_sql, stored) in enumerate(zip(rows, matched_sql, read_back, strict=True)):
         in_python = predicate(subject(row, row[0], database, now), now)
         assert in_python == in_sql, row
+        assert (str(i) in in_env) == in_python, ("generated evaluator", row)
         again = predicate(subject(row, stored, database, now), now)
         assert again == in_python, ("read back", stored)
     event(
