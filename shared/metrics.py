@@ -25,6 +25,10 @@ from prometheus_client import (
 
 # -- the query service's Redis cache ---------------------------------------------------------
 
+CACHE_HITS = Counter(
+    "segments_cache_hits",
+    "Membership reads answered from a complete Redis set (query service)",
+)
 CACHE_MISSES = Counter(
     "segments_cache_misses",
     "Membership reads answered from PostgreSQL (no complete Redis set, or Redis down)",

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from services.query.redis_reader import PipelinedReader
 from shared.membership.cache import MembershipCache, load_user_memberships, parse_members
+from shared.metrics import CACHE_HITS
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class Memberships:
         version, segments = parse_members(m.decode() if isinstance(m, bytes) else m for m in raw)
         if version is None:
             return await self._load(env_id, user_id, refill=True)
+        CACHE_HITS.inc()
         return version > 0 or bool(segments), segments
 
     async def _load(self, env_id: int, user_id: str, *, refill: bool) -> tuple[bool, set[int]]:

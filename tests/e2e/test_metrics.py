@@ -118,6 +118,8 @@ async def test_requests_are_counted_and_timed_by_route_template(api: Api) -> Non
     # a refill after the first miss (an unknown user's empty set is cached too)
     assert moved("segments_cache_misses_total") >= 1
     assert moved("segments_cache_refills_total") >= 1
+    # and the two reads after it found the refilled set
+    assert moved("segments_cache_hits_total") >= 2
 
 
 async def test_worker_figures_move_after_a_drain(api: Api) -> None:
