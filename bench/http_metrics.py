@@ -26,8 +26,7 @@ from litestar import Litestar, Response, get
 
 from bench.keepalive import Target
 from bench.load import ClosedSpec, Generator, LoadResult, Workload
-from bench.query import UNREACHED_LIMIT
-from bench.stack import DATA, BenchDatabase, Services, drop_redis_keys, redis_url
+from bench.stack import BenchDatabase, Services, drop_redis_keys, one_client_settings, redis_url
 from shared.http_metrics import observe_requests
 from shared.settings import Settings
 
@@ -125,16 +124,7 @@ async def run(args: argparse.Namespace) -> None:
         keys = await db.environment("bench")
         env_id = keys.id
         users = await _users(db.dsn, env_id, args.users)
-        base = Settings(
-            database_url=db.dsn,
-            redis_url=url,
-            redis_prefix=prefix,
-            data_dir=str(DATA),
-            # one address and one key send everything: limits on but out of reach (on a quiet
-            # machine the defaults answered 429s, which ended the run)
-            rate_limit_address_per_second=UNREACHED_LIMIT,
-            rate_limit_key_per_second=UNREACHED_LIMIT,
-        )
+        base = one_client_settings(db.dsn, url, prefix)
         off = Services(msgspec.structs.replace(base, http_metrics=False))
         on = Services(base)
         try:

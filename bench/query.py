@@ -47,7 +47,15 @@ from bench.cpu import pids_named
 from bench.data_path import SEGMENT_KEY, _admin, create_segment, machine_busy, step
 from bench.keepalive import Target
 from bench.load import ClosedSpec, Generator, LoadResult, OpenResult, OpenSpec, Workload
-from bench.stack import DATA, ROOT, BenchDatabase, Services, drop_redis_keys, redis_url
+from bench.stack import (
+    DATA,
+    ROOT,
+    BenchDatabase,
+    Services,
+    drop_redis_keys,
+    one_client_settings,
+    redis_url,
+)
 from bench.worker import PLANS, segment_conditions
 from services.embedded import free_port
 from shared.settings import Settings
@@ -56,8 +64,6 @@ from shared.settings import Settings
 THROUGHPUT_GOAL = 0.8
 P99_RATIO_GOAL = 2.0
 HALF_P99_GOAL_MS = 5.0
-#: rate limits (per second) that the load stays far below
-UNREACHED_LIMIT = 10_000_000.0
 #: generator CPU share above which its figures are suspect
 GENERATOR_BUSY = 0.9
 
@@ -283,17 +289,7 @@ async def run(args: argparse.Namespace) -> Results:
         keys = await db.environment("bench")
         auth = f"Bearer {keys.writeKey}"
         services = Services(
-            Settings(
-                database_url=db.dsn,
-                redis_url=url,
-                redis_prefix=prefix,
-                data_dir=str(DATA),
-                # every request comes from one address with one key: the limits stay on (their
-                # cost is measured) but out of reach (the defaults would answer 429s, fast)
-                rate_limit_address_per_second=UNREACHED_LIMIT,
-                rate_limit_key_per_second=UNREACHED_LIMIT,
-                cache_seconds=args.cache_seconds,
-            )
+            one_client_settings(db.dsn, url, prefix, cache_seconds=args.cache_seconds)
         )
         try:
             for name in ("ingest", "query", "admin", "worker"):
