@@ -3,6 +3,8 @@
 - :func:`parse_condition` / :func:`condition_to_json`: JSON <-> typed tree, with validation.
 - :func:`compile_python`: closures evaluating a :class:`Subject` (the worker's touched users).
 - :func:`compile_sql`: a parameterised WHERE fragment over ``users`` (bulk recompute, lists).
+- :func:`compile_time_flips`: the users whose answer can change by time alone within a window
+  (the worker's time pass).
 - :func:`explain`: the tree annotated with each node's result and the user's actual values.
 - :func:`referenced_segments` / :func:`referenced_attributes` / :func:`referenced_events` /
   :func:`uses_time`: what a condition depends on.
@@ -34,6 +36,7 @@ from shared.conditions.references import (
     uses_time,
 )
 from shared.conditions.sql_engine import compile_sql
+from shared.conditions.sql_flips import compile_time_flips
 
 __all__ = [
     "AllOf",
@@ -49,6 +52,7 @@ __all__ = [
     "Tag",
     "compile_python",
     "compile_sql",
+    "compile_time_flips",
     "condition_to_json",
     "explain",
     "parse_condition",
