@@ -194,10 +194,21 @@ async def rebuild(ctx: dict[str, Any], env_id: int | None = None) -> int:
 
 
 async def recheck_time(ctx: dict[str, Any]) -> int:
-    """Cron: segments that depend on time change without new data; re-evaluate them."""
-    return await recheck_timed_segments(
+    """Cron: segments that depend on time change without new data; re-evaluate them (only
+    the users whose answer can have changed since the last pass); returns how many."""
+    done = await recheck_timed_segments(
         ctx["pool"], ctx["cache"], ctx["catalog"], datetime.now(UTC)
     )
+    if done.segments:
+        log.info(
+            "time pass: %d segments (%d over every user), %d users evaluated, +%d -%d",
+            done.segments,
+            done.whole,
+            done.evaluated,
+            done.entered,
+            done.exited,
+        )
+    return done.segments
 
 
 async def maintain_partitions(ctx: dict[str, Any]) -> int:

@@ -17,6 +17,13 @@ named steps:
    meanwhile (else the pass ends and the segment is recomputed again), and the segments
    built on it are requested when its membership changed.
 
+A pass given a :class:`TimeMark` (the worker's time pass: every stored answer held at an
+earlier instant, for this version and request generation of a ``ready`` segment) replaces
+step 2's ranges by the users whose answer can have changed by time alone since then
+(:func:`shared.conditions.sql_flips.compile_time_flips`, one statement), in chunks of
+``RANGE_USERS`` through the same steps b and c (the cursor is not moved: the segment is not
+``computing``). Any other state gets the whole pass.
+
 Since the cursor advances with each chunk's commit, a recompute interrupted (a worker killed,
 a statement timeout) resumes where it stopped. Members change chunk by chunk while the
 segment is ``computing``.
@@ -34,7 +41,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from shared.attribute_types import load_types
-from shared.conditions import compile_sql, parse_condition
+from shared.conditions import Condition, compile_sql, compile_time_flips, parse_condition
 from shared.db import Conn
 from shared.member_counts import member_count
 from shared.membership import outbox
@@ -64,6 +71,23 @@ class RecomputeResult(msgspec.Struct, frozen=True):
     members: int
     entered: int
     exited: int
+    #: the request generation the pass ran under
+    generation: int = 0
+    #: every user's answer was decided at the pass's ``now`` (a pass from the first user, or
+    #: one given a TimeMark) and the segment was marked ``ready`` at the same generation
+    whole: bool = False
+    #: users whose conditions a TimeMark pass evaluated; None: a pass over every user
+    evaluated: int | None = None
+
+
+class TimeMark(msgspec.Struct, frozen=True):
+    """Every user's stored answer to the segment at ``version`` and request ``generation``
+    held at ``since`` (or later): a pass at ``now`` need only evaluate the users whose
+    answer can change by time alone between ``since`` and ``now``."""
+
+    version: int
+    generation: int
+    since: datetime
 
 
 class Superseded(Exception):
@@ -81,8 +105,14 @@ class _Pass:
     params: list[Any]
     now: datetime
     cause: str
+    condition: Condition
+    #: ``ready`` at the version it is defined by
+    ready: bool
+    #: began at a resume cursor: users before it were decided by an earlier pass
+    resumed: bool = False
     entered: int = 0
     exited: int = 0
+    evaluated: int | None = None
 
     def args(self, *extra: Any) -> list[Any]:
         """Bind values of the candidate and chunk statements: $1 env, $2 now, $3 the range
@@ -104,8 +134,11 @@ async def recompute_segment(
     wait: bool = True,
     cause: str = "recompute",
     statement_timeout: float | None = None,
+    mark: TimeMark | None = None,
 ) -> RecomputeResult | None:
-    """Recompute a dynamic segment's membership for every user (see the module's doc).
+    """Recompute a dynamic segment's membership for every user (see the module's doc), or
+    with ``mark`` only for those whose answer can have changed by time alone since then
+    (when ``mark`` still describes the segment, else for every user).
 
     One recompute of a segment runs at a time (an advisory lock; ``wait=False`` gives up at
     once when another holds it). None when the segment is gone, not dynamic, busy, or was
@@ -127,7 +160,7 @@ async def recompute_segment(
                     "SELECT set_config('statement_timeout', $1, false)",
                     f"{int(statement_timeout * 1000)}ms",
                 )
-            return await _run(conn, cache, env_id, segment_id, now, cause, progress)
+            return await _run(conn, cache, env_id, segment_id, now, cause, progress, mark)
         finally:
             await progress.done()
             await conn.execute("RESET jit; RESET statement_timeout")
@@ -142,11 +175,35 @@ async def _run(
     now: datetime,
     cause: str,
     progress: Progress,
+    mark: TimeMark | None,
 ) -> RecomputeResult | None:
     clock = Phases()
     p = await _begin(conn, env_id, segment_id, now, cause)
     if p is None:
         return None
+    if (
+        mark is not None
+        and p.ready
+        and (p.version, p.generation) == (mark.version, mark.generation)
+    ):
+        try:
+            await _run_flipped(conn, cache, p, mark.since)
+        except Superseded:
+            log.info("segment %s changed during its time pass: it is recomputed", segment_id)
+            await _release(conn, p)
+            return None
+        clock.mark("time pass")
+        result = await _finish(conn, p)
+        clock.mark("finish")
+        log.info(
+            "time pass of segment %s (%d users evaluated, +%d -%d): %s",
+            segment_id,
+            p.evaluated,
+            p.entered,
+            p.exited,
+            clock,
+        )
+        return result
     await progress.report("selecting")
     bounds = await conn.fetchrow("SELECT min(id), max(id) FROM users WHERE env_id = $1", env_id)
     first, last = (bounds[0], bounds[1]) if bounds is not None else (None, None)
@@ -184,7 +241,8 @@ async def _begin(
     """The pass over the segment as it is now; None when it is gone or not dynamic. Raises
     ConditionError when its conditions no longer compile."""
     seg = await conn.fetchrow(
-        """SELECT kind, version, conditions, status, recompute_generation, recompute_cursor
+        """SELECT kind, version, conditions, status, computed_version, recompute_generation,
+                  recompute_cursor
            FROM segments WHERE env_id = $1 AND id = $2""",
         env_id,
         segment_id,
@@ -192,8 +250,9 @@ async def _begin(
     if seg is None or seg["kind"] != "dynamic" or seg["conditions"] is None:
         return None
     types = await load_types(conn, env_id)
+    condition = parse_condition(seg["conditions"], types)
     where, params = compile_sql(
-        parse_condition(seg["conditions"], types),
+        condition,
         alias="u",
         first_param=4,
         now_param=2,
@@ -211,6 +270,9 @@ async def _begin(
         params,
         now,
         cause,
+        condition,
+        ready=seg["status"] == "ready" and seg["computed_version"] == seg["version"],
+        resumed=cursor > 0,
     )
 
 
@@ -254,9 +316,41 @@ class _Chunk(msgspec.Struct):
     outbox_id: int | None = None
 
 
-async def _apply_chunk(conn: Conn, p: _Pass, candidates: list[int], upper: int) -> _Chunk:
+async def _run_flipped(conn: Conn, cache: MembershipCache, p: _Pass, since: datetime) -> None:
+    """Step 2 for the users whose answer can change by time alone between ``since`` and the
+    pass's ``now`` (both included, in either order): selected by one statement that reads
+    their time values without evaluating the tree, then decided in chunks as a range is."""
+    lo, hi = sorted((since, p.now))
+    flips, params = compile_time_flips(
+        p.condition, alias="u", first_param=4, since_param=2, until_param=3, env_param=1
+    )
+    rows = await conn.fetch(
+        f"""SELECT u.id FROM users u
+            WHERE u.env_id = $1 AND $2::timestamptz <= $3::timestamptz AND {flips}
+            ORDER BY u.id""",
+        p.env_id,
+        lo,
+        hi,
+        *params,
+    )
+    users = [r["id"] for r in rows]
+    p.evaluated = len(users)
+    for start in range(0, len(users), RANGE_USERS):
+        chunk = users[start : start + RANGE_USERS]
+        differ = await conn.fetch(
+            f"""SELECT id FROM ({_decide(p, "u.id = ANY($3::bigint[])")}) AS d
+                WHERE member <> stored""",
+            *p.args(chunk, p.segment_id),
+        )
+        if differ:
+            changes = await _apply_chunk_retrying(conn, p, [r["id"] for r in differ], None)
+            await _patch_cache(conn, cache, p, changes)
+
+
+async def _apply_chunk(conn: Conn, p: _Pass, candidates: list[int], upper: int | None) -> _Chunk:
     """One transaction: lock ``candidates``, decide again on their committed state, write the
-    difference, log it, bump versions, note the outbox, advance the cursor to ``upper``."""
+    difference, log it, bump versions, note the outbox, advance the cursor to ``upper`` (if
+    given)."""
     async with conn.transaction():
         locked = [
             r["id"]
@@ -277,11 +371,14 @@ async def _apply_chunk(conn: Conn, p: _Pass, candidates: list[int], upper: int) 
         chunk = _Chunk([])
         if entered or exited:
             chunk = await _write(conn, p, entered, exited)
-        await _advance(conn, p, upper)
+        if upper is not None:
+            await _advance(conn, p, upper)
     return chunk
 
 
-async def _apply_chunk_retrying(conn: Conn, p: _Pass, candidates: list[int], upper: int) -> _Chunk:
+async def _apply_chunk_retrying(
+    conn: Conn, p: _Pass, candidates: list[int], upper: int | None
+) -> _Chunk:
     return await retrying(lambda: _apply_chunk(conn, p, candidates, upper), what="recompute chunk")
 
 
@@ -389,7 +486,16 @@ async def _finish(conn: Conn, p: _Pass) -> RecomputeResult:
                     dependents,
                 )
         members = await member_count(conn, p.env_id, "s", p.segment_id)
-    return RecomputeResult(p.segment_id, p.version, members, p.entered, p.exited)
+    return RecomputeResult(
+        p.segment_id,
+        p.version,
+        members,
+        p.entered,
+        p.exited,
+        generation=p.generation,
+        whole=bool(ready) and not p.resumed,
+        evaluated=p.evaluated,
+    )
 
 
 async def recompute_with_dependents(
@@ -401,14 +507,24 @@ async def recompute_with_dependents(
     *,
     wait: bool = True,
     cause: str = "recompute",
-) -> RecomputeResult | None:
-    """Recompute a segment, then (if its membership changed) every segment built on it, in
-    dependency order, here and now. Returns the first segment's result."""
-    result = await recompute_segment(pool, cache, env_id, segment_id, now, wait=wait, cause=cause)
-    if result is None or not (result.entered or result.exited):
-        return result
+    mark: TimeMark | None = None,
+) -> list[RecomputeResult]:
+    """Recompute a segment (given ``mark``: see :func:`recompute_segment`), then (if its
+    membership changed) every segment built on it, in dependency order, here and now.
+    Returns the results of the passes that ran: the segment's first (none when it was
+    gone, busy or changed meanwhile), then its dependents'."""
+    result = await recompute_segment(
+        pool, cache, env_id, segment_id, now, wait=wait, cause=cause, mark=mark
+    )
+    if result is None:
+        return []
+    results = [result]
+    if not (result.entered or result.exited):
+        return results
     async with pool.acquire() as conn:
         dependents = await dependents_of(conn, env_id, segment_id)
     for dependent in dependents:
-        await recompute_segment(pool, cache, env_id, dependent, now, cause=cause)
-    return result
+        done = await recompute_segment(pool, cache, env_id, dependent, now, cause=cause)
+        if done is not None:
+            results.append(done)
+    return results

@@ -38,18 +38,25 @@ async def _redefine(worker: Worker, env_id: int, segment_id: int, conditions: ob
     )
 
 
-async def test_a_time_based_exit_happens_without_new_data(
-    worker: Worker, env: EnvironmentKeys
-) -> None:
-    await _segment(
-        worker, env.id, "new", {"attribute": "signed_up", "op": "within_last_days", "value": 1}
+async def new_and_new_pro(worker: Worker, env_id: int) -> int:
+    """Segments "new" (signed_up within the last day; its id is returned) and "new-pro"
+    (members of "new" on the pro plan)."""
+    new = await _segment(
+        worker, env_id, "new", {"attribute": "signed_up", "op": "within_last_days", "value": 1}
     )
     await _segment(
         worker,
-        env.id,
+        env_id,
         "new-pro",
         {"all": [{"segment": "new"}, {"attribute": "plan", "op": "is", "value": "pro"}]},
     )
+    return new
+
+
+async def test_a_time_based_exit_happens_without_new_data(
+    worker: Worker, env: EnvironmentKeys
+) -> None:
+    await new_and_new_pro(worker, env.id)
     now = datetime.now(UTC)
     signed = (now - timedelta(hours=12)).isoformat()
     await worker.send(
@@ -58,7 +65,8 @@ async def test_a_time_based_exit_happens_without_new_data(
     await worker.drain()
     assert await worker.segments_of(env.id, "u") == {"all-users", "new", "new-pro"}
 
-    assert await recheck_timed_segments(worker.pool, worker.cache, worker.catalog, now) >= 1
+    done = await recheck_timed_segments(worker.pool, worker.cache, worker.catalog, now)
+    assert done.segments >= 1
     assert await worker.segments_of(env.id, "u") == {"all-users", "new", "new-pro"}
     later = now + timedelta(days=1)
     await recheck_timed_segments(worker.pool, worker.cache, worker.catalog, later)
