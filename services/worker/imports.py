@@ -53,7 +53,7 @@ from shared.import_files import delete_file, read_chunks
 from shared.import_mapping import ColumnMapping
 from shared.membership import SegmentCatalog, outbox
 from shared.membership.cache import MembershipCache
-from shared.membership.locking import lock_definitions
+from shared.membership.locking import RETRYABLE, lock_definitions
 from shared.messages import epoch_ms
 from shared.redis_keys import queue_name, recompute_job_id
 from shared.settings import Settings
@@ -67,8 +67,8 @@ LEASE_SECONDS = 10
 RUN_SECONDS = 600
 #: Lanes of an import applied at once (connections; a bit each in ``imports.lanes_done``).
 LANES = 2
-#: Transient conflicts with other writers: the batch is retried.
-_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+#: Transient conflicts with other writers (a user created meanwhile too): the lane is retried.
+_RETRYABLE = RETRYABLE
 _json = msgspec.json.Encoder()
 #: One import at a time per worker process. A module's lock, not one kept in ``ctx``: arq
 #: gives each job a copy of the worker's ctx, so a lock put there by a job is that job's own.

@@ -14,7 +14,9 @@ Order (a transaction takes what it needs, in this order, and nothing earlier aft
 
 A bulk recompute holds no lock but a chunk's users (a few thousand at most, for one short
 transaction each). The worker's company neighbours are locked after its companies: a
-deadlock PostgreSQL reports there (or anywhere) is retried at once by :func:`retrying`.
+deadlock PostgreSQL reports there (or anywhere) is retried at once by :func:`retrying`, as is
+a user created by another transaction between a worker batch's read and its insert
+(:class:`UserCreatedMeanwhile`).
 """
 
 from __future__ import annotations
@@ -35,8 +37,16 @@ T = TypeVar("T")
 
 #: Advisory lock class of an environment's definitions (two-int form: class, env id).
 DEFINITIONS_LOCK = 7_413_002
+
+
+class UserCreatedMeanwhile(Exception):
+    """A user this transaction found missing, and so meant to create, was created by another
+    transaction meanwhile: what it applied was read from stale state, so the whole
+    transaction is retried (a retry finds the user and applies to it)."""
+
+
 #: Conflicts that a fresh attempt of the same transaction resolves.
-RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, UserCreatedMeanwhile)
 
 
 async def lock_definitions(conn: Conn, env_id: int, *, shared: bool = False) -> None:
