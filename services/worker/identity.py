@@ -22,7 +22,10 @@ def ms_to_dt(ms: int) -> datetime:
 
 @dataclass
 class Profile:
-    """A profile while a batch is applied. New anonymous profiles get negative temporary pks."""
+    """A profile while a batch is applied. ``new`` profiles are not stored yet: they are
+    inserted once, with what the batch made of them, by
+    :func:`services.worker.writes.write_profiles`; new identified users have their real pks
+    from :func:`load_state`, new anonymous profiles negative temporary pks until then."""
 
     pk: int
     user_id: str | None
@@ -82,8 +85,15 @@ def profile_from_row(row: Any) -> Profile:
 
 
 async def load_state(conn: Conn, env_id: int, msgs: Sequence[InboxMessage]) -> BatchState:
-    """Create the identified users the batch names, then lock and load every profile the
-    batch's ids resolve to."""
+    """Lock and load every stored profile the batch's ids resolve to, and make a ``new``
+    profile (with its real pk) for each userId not stored yet.
+
+    A new identified user is written once, by :func:`services.worker.writes.write_profiles`
+    with its final attributes, not inserted bare here and updated there (in a bench of new
+    users that UPDATE cost three times the bare INSERT: the trigger again, a non-HOT tuple).
+    Another transaction may create one of them meanwhile: that INSERT then finds it and
+    raises :class:`shared.membership.locking.UserCreatedMeanwhile`, and the batch is
+    retried."""
     first: dict[str, int] = {}
     anon: set[str] = set()
     for m in msgs:
@@ -94,16 +104,6 @@ async def load_state(conn: Conn, env_id: int, msgs: Sequence[InboxMessage]) -> B
         if m.previousId is not None:
             anon.add(m.previousId)
     user_ids = sorted(first)
-    if user_ids:
-        await conn.execute(
-            """INSERT INTO users (env_id, user_id, first_seen_at, last_seen_at)
-               SELECT $1, u, to_timestamp(t / 1000.0), to_timestamp(t / 1000.0)
-               FROM unnest($2::text[], $3::bigint[]) AS x(u, t) ORDER BY u
-               ON CONFLICT (env_id, user_id) WHERE user_id IS NOT NULL DO NOTHING""",
-            env_id,
-            user_ids,
-            [first[u] for u in user_ids],
-        )
     # An anonymous profile may be merged away by another worker between our reads: re-read.
     for _ in range(5):
         links = {
@@ -127,7 +127,28 @@ async def load_state(conn: Conn, env_id: int, msgs: Sequence[InboxMessage]) -> B
         if all(pk in profiles for pk in links.values()):
             break
     by_user_id = {p.user_id: p.pk for p in profiles.values() if p.user_id is not None}
-    taken = {
+    missing = [u for u in user_ids if u not in by_user_id]
+    if missing:
+        ids = await conn.fetch(
+            "SELECT nextval(pg_get_serial_sequence('users', 'id')) AS id "
+            "FROM generate_series(1, $1)",
+            len(missing),
+        )
+        for user_id, row in zip(missing, ids, strict=True):
+            # as the stored row would have been: seen at its first message of the batch
+            profiles[row["id"]] = Profile(
+                pk=row["id"],
+                user_id=user_id,
+                attributes={},
+                attr_ts={},
+                first_seen=first[user_id],
+                last_seen=first[user_id],
+                version=0,
+                new=True,
+            )
+            by_user_id[user_id] = row["id"]
+    # the batch's own new userIds are userIds too, though not stored yet
+    taken = (anon & set(missing)) | {
         r["user_id"]
         for r in await conn.fetch(
             "SELECT user_id FROM users WHERE env_id = $1 AND user_id = ANY($2::text[])",

@@ -8,39 +8,58 @@ import msgspec
 from services.worker.companies import apply_company_ops
 from services.worker.identity import BatchState
 from shared.db import Conn
+from shared.membership.locking import UserCreatedMeanwhile
 
 _json = msgspec.json.Encoder()
 
 
 async def write_profiles(conn: Conn, state: BatchState) -> dict[int, int]:
-    """Insert new anonymous profiles and update the rest; returns {temp pk: real pk}. Their
-    membership versions are the store's to bump (:func:`shared.membership.bump_versions`)."""
+    """Insert the new profiles, each once with what the batch made of it, and update the
+    rest; returns {temp pk: real pk} of the new anonymous ones. Raises
+    :class:`UserCreatedMeanwhile` when another transaction created one of the new identified
+    users since :func:`services.worker.identity.load_state` found it missing. Membership
+    versions are the store's to bump (:func:`shared.membership.bump_versions`)."""
     env_id = state.env_id
     new = [p for p in state.profiles.values() if p.new]
     real: dict[int, int] = {}
     if new:
-        ids = await conn.fetch(
-            "SELECT nextval(pg_get_serial_sequence('users', 'id')) AS id "
-            "FROM generate_series(1, $1)",
-            len(new),
-        )
-        for profile, row in zip(new, ids, strict=True):
-            real[profile.pk] = row["id"]
-            profile.pk = row["id"]
-        await conn.execute(
-            """INSERT INTO users (env_id, id, attributes, attr_ts, first_seen_at, last_seen_at)
-               OVERRIDING SYSTEM VALUE
-               SELECT $1, i, a::jsonb, t::jsonb, to_timestamp(f / 1000.0),
-                      to_timestamp(l / 1000.0)
-               FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
-                 AS x(i, a, t, f, l)""",
+        anonymous = [p for p in new if p.user_id is None]
+        if anonymous:
+            ids = await conn.fetch(
+                "SELECT nextval(pg_get_serial_sequence('users', 'id')) AS id "
+                "FROM generate_series(1, $1)",
+                len(anonymous),
+            )
+            for profile, row in zip(anonymous, ids, strict=True):
+                real[profile.pk] = row["id"]
+                profile.pk = row["id"]
+        # in userId order: two batches creating the same users wait for each other rather
+        # than deadlock
+        inserted = await conn.fetchval(
+            """WITH inserted AS (
+                   INSERT INTO users (env_id, id, user_id, attributes, attr_ts, first_seen_at,
+                                      last_seen_at)
+                   OVERRIDING SYSTEM VALUE
+                   SELECT $1, i, u, a::jsonb, t::jsonb, to_timestamp(f / 1000.0),
+                          to_timestamp(l / 1000.0)
+                   FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                               $7::bigint[]) AS x(i, u, a, t, f, l)
+                   ORDER BY u
+                   ON CONFLICT (env_id, user_id) WHERE user_id IS NOT NULL DO NOTHING
+                   RETURNING 1)
+               SELECT count(*) FROM inserted""",
             env_id,
             [p.pk for p in new],
+            [p.user_id for p in new],
             [_json.encode(p.attributes).decode() for p in new],
             [_json.encode(p.attr_ts).decode() for p in new],
             [p.first_seen for p in new],
             [p.last_seen for p in new],
         )
+        if inserted != len(new):
+            raise UserCreatedMeanwhile(
+                f"{len(new) - inserted} of the batch's new users were created meanwhile"
+            )
     old = [p for p in state.profiles.values() if not p.new]
     if old:
         await conn.execute(
