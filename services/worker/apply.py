@@ -30,7 +30,14 @@ from services.worker.typing_check import check_types
 from services.worker.writes import write_profiles, write_rest
 from shared.conditions import Subject
 from shared.db import Conn
-from shared.membership import EnvSegments, bump_versions, outbox, write_memberships
+from shared.membership import (
+    Bumped,
+    EnvSegments,
+    bump_versions,
+    inserted_version,
+    outbox,
+    write_memberships,
+)
 from shared.membership.loader import Inputs, load_inputs, subject
 from shared.membership.store import stored_memberships
 from shared.messages import InboxMessage
@@ -113,7 +120,10 @@ async def apply_messages(
     # write_profiles deletes them: their manual segments move to the identified user
     merged_pks = [pk for p in state.profiles.values() for pk in p.merged_from if pk > 0]
     merged_old = await stored_memberships(conn, env_id, merged_pks) if merged_pks else {}
-    real = await write_profiles(conn, state)
+    # With All users, every new profile is bumped below (its memberships go from none to at
+    # least All users): write_profiles inserts it at that version, bump_versions skips it
+    born_bumped = segments.all_users is not None
+    real = await write_profiles(conn, state, bumped=born_bumped)
     profiles = list(state.profiles.values())
     tags = await apply_tags(conn, env_id, profiles, everyone=segments.uses_tags)
     await write_rest(conn, state, real)
@@ -156,8 +166,17 @@ async def apply_messages(
     rewrite = [
         p for p in profiles if new[p.pk] != old.get(p.pk) or p.merged_from or (p.anon_ids & linked)
     ]
-    bumped = await bump_versions(
-        conn, env_id, [p.pk for p in rewrite], [p.version for p in rewrite]
+    born = {
+        p.pk: Bumped(p.pk, p.user_id, inserted_version(p.version))
+        for p in rewrite
+        if p.new and born_bumped
+    }
+    assert not born_bumped or all(p.pk in born for p in profiles if p.new)
+    bumped = born | await bump_versions(
+        conn,
+        env_id,
+        [p.pk for p in rewrite if p.pk not in born],
+        [p.version for p in rewrite if p.pk not in born],
     )
     anonymous = await _anonymous_ids(conn, env_id, [p.pk for p in rewrite])
     redis_sets: dict[str, tuple[int, set[int]]] = {}

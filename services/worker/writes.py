@@ -8,17 +8,20 @@ import msgspec
 from services.worker.companies import apply_company_ops
 from services.worker.identity import BatchState
 from shared.db import Conn
+from shared.membership import inserted_version
 from shared.membership.locking import UserCreatedMeanwhile
 
 _json = msgspec.json.Encoder()
 
 
-async def write_profiles(conn: Conn, state: BatchState) -> dict[int, int]:
+async def write_profiles(conn: Conn, state: BatchState, *, bumped: bool) -> dict[int, int]:
     """Insert the new profiles, each once with what the batch made of it, and update the
     rest; returns {temp pk: real pk} of the new anonymous ones. Raises
     :class:`UserCreatedMeanwhile` when another transaction created one of the new identified
     users since :func:`services.worker.identity.load_state` found it missing. Membership
-    versions are the store's to bump (:func:`shared.membership.bump_versions`)."""
+    versions are the store's to bump (:func:`shared.membership.bump_versions`); ``bumped``:
+    the caller will bump every new profile, which is therefore inserted at its
+    :func:`shared.membership.inserted_version` and must not be bumped again."""
     env_id = state.env_id
     new = [p for p in state.profiles.values() if p.new]
     real: dict[int, int] = {}
@@ -38,12 +41,12 @@ async def write_profiles(conn: Conn, state: BatchState) -> dict[int, int]:
         inserted = await conn.fetchval(
             """WITH inserted AS (
                    INSERT INTO users (env_id, id, user_id, attributes, attr_ts, first_seen_at,
-                                      last_seen_at)
+                                      last_seen_at, membership_version)
                    OVERRIDING SYSTEM VALUE
                    SELECT $1, i, u, a::jsonb, t::jsonb, to_timestamp(f / 1000.0),
-                          to_timestamp(l / 1000.0)
+                          to_timestamp(l / 1000.0), v
                    FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-                               $7::bigint[]) AS x(i, u, a, t, f, l)
+                               $7::bigint[], $8::bigint[]) AS x(i, u, a, t, f, l, v)
                    ORDER BY u
                    ON CONFLICT (env_id, user_id) WHERE user_id IS NOT NULL DO NOTHING
                    RETURNING 1)
@@ -55,6 +58,7 @@ async def write_profiles(conn: Conn, state: BatchState) -> dict[int, int]:
             [_json.encode(p.attr_ts).decode() for p in new],
             [p.first_seen for p in new],
             [p.last_seen for p in new],
+            [inserted_version(p.version) if bumped else 0 for p in new],
         )
         if inserted != len(new):
             raise UserCreatedMeanwhile(

@@ -31,6 +31,7 @@ from shared.membership.recompute import (
 from shared.membership.store import (
     Bumped,
     bump_versions,
+    inserted_version,
     record_changes,
     stored_memberships,
     write_memberships,
@@ -45,6 +46,7 @@ __all__ = [
     "bump_versions",
     "dependency_order",
     "dependents_of",
+    "inserted_version",
     "recompute_segment",
     "recompute_with_dependents",
     "record_changes",

@@ -4,8 +4,9 @@ the one rule that bumps ``users.membership_version``.
 The version rule: a transaction that changes what a user's Redis keys must answer (their
 memberships, or which anonymous ids resolve to them) bumps that user's ``membership_version``
 exactly once, through :func:`bump_versions`, while it holds the user's row lock (taken in id
-order, see :mod:`shared.membership.locking`). The Redis copy carries the version, so a set
-written from an older state can never replace a newer one.
+order, see :mod:`shared.membership.locking`); a user it creates may instead be inserted at
+:func:`inserted_version`, the same result in one write. The Redis copy carries the version,
+so a set written from an older state can never replace a newer one.
 """
 
 from __future__ import annotations
@@ -49,6 +50,15 @@ async def bump_versions(
         [floors[i] if floors is not None else 0 for i in order],
     )
     return {r["id"]: Bumped(r["id"], r["user_id"], r["membership_version"]) for r in rows}
+
+
+def inserted_version(floor: int) -> int:
+    """The version to insert a user with when the inserting transaction would bump it
+    anyway: what :func:`bump_versions` makes of a row inserted with the default 0 and
+    ``floor`` (nobody else can write a row before its insert commits). Such a user is then
+    not passed to bump_versions; one that the transaction would not bump must be inserted
+    with the default."""
+    return max(0, floor) + 1
 
 
 async def stored_memberships(conn: Conn, env_id: int, user_pks: list[int]) -> dict[int, set[int]]:

@@ -98,8 +98,8 @@ async def test_a_new_identified_user_is_inserted_once(
         *({"type": "track", "userId": u, "timestamp": T2, "event": "Closed"} for u in users),
     )
     assert await worker.drain() == 60
-    # one INSERT each, and the version bump (memberships changed: all-users)
-    assert await user_writes() == {"INSERT": 20, "UPDATE": 20}
+    # one INSERT each, at the version the batch bumps it to (its memberships: all-users)
+    assert await user_writes() == {"INSERT": 20}
     t1_ms = int(_at(T1).timestamp() * 1000)
     for u in users:
         row = await _user(worker.pool, env.id, u)
@@ -201,6 +201,29 @@ async def test_a_new_user_absorbs_anonymous_profiles_of_its_batch_and_stored(
     assert await worker.pool.fetchval("SELECT count(*) FROM users WHERE env_id = $1", env.id) == 1
     events = await worker.pool.fetch("SELECT user_pk FROM events WHERE env_id = $1", env.id)
     assert [e["user_pk"] for e in events] == [carol["id"]]
+
+
+async def test_without_all_users_new_users_are_bumped_only_when_rewritten(
+    worker: Worker, env: EnvironmentKeys, user_writes: Writes
+) -> None:
+    # an environment without All users (not one ensure_environment makes): a new user in no
+    # segment keeps version 0 and no Redis set, as before; one in a segment is bumped once
+    await worker.pool.execute("DELETE FROM segments WHERE env_id = $1 AND kind = 'all'", env.id)
+    await worker.pool.execute(
+        "INSERT INTO segments (env_id, key, name, kind) VALUES ($1, 'beta', 'beta', 'manual')",
+        env.id,
+    )
+    await worker.send(
+        env.id,
+        {"type": "identify", "userId": "nowhere", "timestamp": T0, "traits": {"a": 1}},
+        {"type": "identify", "userId": "inbeta", "timestamp": T0, "segments": ["beta"]},
+    )
+    await worker.drain()
+    assert (await _user(worker.pool, env.id, "nowhere"))["membership_version"] == 0
+    assert (await _user(worker.pool, env.id, "inbeta"))["membership_version"] == 1
+    assert await worker.segments_of(env.id, "inbeta") == {"beta"}
+    assert await worker.cache.redis.exists(worker.cache.key(env.id, "nowhere")) == 0
+    assert await user_writes() == {"INSERT": 2, "UPDATE": 1}
 
 
 async def test_a_new_users_id_is_not_linked_as_another_users_anonymous_id(
@@ -328,7 +351,7 @@ async def test_an_import_of_new_users_inserts_each_once(
     )
     assert status is not None
     assert tuple(status)[:4] == ("done", 50, 0, 0)
-    assert await user_writes() == {"INSERT": 50, "UPDATE": 50}  # the UPDATEs: version bumps
+    assert await user_writes() == {"INSERT": 50}
     for u in users:
         row = await _user(db, env.id, u)
         assert dict(row["attributes"]) == {
