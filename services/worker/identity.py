@@ -84,6 +84,15 @@ def profile_from_row(row: Any) -> Profile:
     )
 
 
+async def user_pks(conn: Conn, count: int) -> list[int]:
+    """``count`` pks for users not inserted yet, from the table's own sequence."""
+    rows = await conn.fetch(
+        "SELECT nextval(pg_get_serial_sequence('users', 'id')) AS id FROM generate_series(1, $1)",
+        count,
+    )
+    return [r["id"] for r in rows]
+
+
 async def load_state(conn: Conn, env_id: int, msgs: Sequence[InboxMessage]) -> BatchState:
     """Lock and load every stored profile the batch's ids resolve to, and make a ``new``
     profile (with its real pk) for each userId not stored yet.
@@ -129,15 +138,10 @@ async def load_state(conn: Conn, env_id: int, msgs: Sequence[InboxMessage]) -> B
     by_user_id = {p.user_id: p.pk for p in profiles.values() if p.user_id is not None}
     missing = [u for u in user_ids if u not in by_user_id]
     if missing:
-        ids = await conn.fetch(
-            "SELECT nextval(pg_get_serial_sequence('users', 'id')) AS id "
-            "FROM generate_series(1, $1)",
-            len(missing),
-        )
-        for user_id, row in zip(missing, ids, strict=True):
+        for user_id, pk in zip(missing, await user_pks(conn, len(missing)), strict=True):
             # as the stored row would have been: seen at its first message of the batch
-            profiles[row["id"]] = Profile(
-                pk=row["id"],
+            profiles[pk] = Profile(
+                pk=pk,
                 user_id=user_id,
                 attributes={},
                 attr_ts={},
@@ -146,7 +150,7 @@ async def load_state(conn: Conn, env_id: int, msgs: Sequence[InboxMessage]) -> B
                 version=0,
                 new=True,
             )
-            by_user_id[user_id] = row["id"]
+            by_user_id[user_id] = pk
     # the batch's own new userIds are userIds too, though not stored yet
     taken = (anon & set(missing)) | {
         r["user_id"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 
 from services.worker.companies import apply_company_ops
-from services.worker.identity import BatchState
+from services.worker.identity import BatchState, user_pks
 from shared.db import Conn
 from shared.membership import inserted_version
 from shared.membership.locking import UserCreatedMeanwhile
@@ -28,14 +28,10 @@ async def write_profiles(conn: Conn, state: BatchState, *, bumped: bool) -> dict
     if new:
         anonymous = [p for p in new if p.user_id is None]
         if anonymous:
-            ids = await conn.fetch(
-                "SELECT nextval(pg_get_serial_sequence('users', 'id')) AS id "
-                "FROM generate_series(1, $1)",
-                len(anonymous),
-            )
-            for profile, row in zip(anonymous, ids, strict=True):
-                real[profile.pk] = row["id"]
-                profile.pk = row["id"]
+            pks = await user_pks(conn, len(anonymous))
+            for profile, pk in zip(anonymous, pks, strict=True):
+                real[profile.pk] = pk
+                profile.pk = pk
         # in userId order: two batches creating the same users wait for each other rather
         # than deadlock
         inserted = await conn.fetchval(

@@ -32,11 +32,18 @@ async def _body(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-async def _started(db: asyncpg.Pool, env_id: int, lines: list[str]) -> int:
-    data = ("userId,n\n" + "\n".join(lines) + "\n").encode()
+async def _started(
+    db: asyncpg.Pool,
+    env_id: int,
+    lines: list[str],
+    header: str = "userId,n",
+    mapping: dict[str, ColumnMapping] = MAPPING,
+) -> int:
+    """An import of users of ``lines`` (CSV under ``header``), started."""
+    data = (header + "\n" + "\n".join(lines) + "\n").encode()
     async with db.acquire() as conn:
         import_id = await store_upload(conn, env_id, "users", None, None, _body(data), 1 << 20)
-        await start_import(conn, env_id, str(import_id), ImportStart(mapping=MAPPING))
+        await start_import(conn, env_id, str(import_id), ImportStart(mapping=mapping))
     return import_id
 
 

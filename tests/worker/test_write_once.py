@@ -7,26 +7,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
-import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from services.admin.imports.schemas import ImportStart
-from services.admin.imports.service import start_import
-from services.admin.imports.upload import store_upload
 from services.worker import apply, identity
 from services.worker.identity import BatchState
 from services.worker.imports import run_imports
 from shared.db import Conn
 from shared.environments import EnvironmentKeys
 from shared.import_mapping import ColumnMapping
-from shared.membership.cache import MembershipCache
 from shared.messages import InboxMessage
 from shared.settings import Settings
 from tests.worker.conftest import Worker
+from tests.worker.test_import_lanes import _ctx, _started
 
 T0 = "2026-01-01T00:00:00Z"
 T1 = "2026-01-01T00:01:00Z"
@@ -314,23 +309,7 @@ IMPORT_MAPPING = {
 
 
 async def _import(db: asyncpg.Pool, env_id: int, lines: list[str]) -> int:
-    data = ("userId,email,signedUpAt\n" + "\n".join(lines) + "\n").encode()
-
-    async def body() -> AsyncIterator[bytes]:
-        yield data
-
-    async with db.acquire() as conn:
-        import_id = await store_upload(conn, env_id, "users", None, None, body(), 1 << 20)
-        await start_import(conn, env_id, str(import_id), ImportStart(mapping=IMPORT_MAPPING))
-    return import_id
-
-
-def _ctx(db: asyncpg.Pool, redis: aioredis.Redis, settings: Settings) -> dict[str, Any]:
-    return {
-        "pool": db,
-        "cache": MembershipCache(redis, settings.redis_prefix),
-        "settings": msgspec.structs.replace(settings, worker_batch=20),
-    }
+    return await _started(db, env_id, lines, "userId,email,signedUpAt", IMPORT_MAPPING)
 
 
 async def test_an_import_of_new_users_inserts_each_once(
