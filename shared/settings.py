@@ -42,6 +42,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_size: int = 10
     #: SEGMENTS_WORKER_BATCH: inbox rows one worker transaction claims.
     worker_batch: int = 1000
+    #: SEGMENTS_DRAIN_LANES: inbox drain rounds one worker process runs at once; two keep
+    #: PostgreSQL busy while the worker evaluates the next batch. Rows about an identity
+    #: another round holds wait for it (services.worker.drain.InFlight).
+    drain_lanes: int = 2
     #: SEGMENTS_SWEEP_SECONDS: how often the worker's cron sweep looks for unclaimed inbox rows.
     sweep_seconds: int = 2
     #: SEGMENTS_TIME_RECHECK_SECONDS: how often time-dependent segments are re-evaluated.
@@ -136,6 +140,7 @@ _ENV_NAMES: dict[str, str] = {
     "redis_prefix": "SEGMENTS_REDIS_PREFIX",
     "db_pool_size": "SEGMENTS_DB_POOL_SIZE",
     "worker_batch": "SEGMENTS_WORKER_BATCH",
+    "drain_lanes": "SEGMENTS_DRAIN_LANES",
     "sweep_seconds": "SEGMENTS_SWEEP_SECONDS",
     "ingest_batch_rows": "SEGMENTS_INGEST_BATCH_ROWS",
     "time_recheck_seconds": "SEGMENTS_TIME_RECHECK_SECONDS",

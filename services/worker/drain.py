@@ -9,8 +9,9 @@ the transaction back and the rows are claimed again: nothing acknowledged is los
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -50,6 +51,59 @@ async def _claim(conn: Conn, limit: int) -> list[asyncpg.Record]:
            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
         limit,
     )
+
+
+def _identities(env_id: int, body: bytes) -> tuple[tuple[int, str], ...]:
+    """The identities an inbox row is about: its userId, anonymousId and previousId (none
+    for a body that does not decode: it is buried, not applied)."""
+    try:
+        msg = inbox_decoder.decode(body)
+    except msgspec.DecodeError:
+        return ()
+    out = [(env_id, "u" + msg.userId)] if msg.userId is not None else []
+    out += [(env_id, "a" + a) for a in (msg.anonymousId, msg.previousId) if a is not None]
+    return tuple(out)
+
+
+class InFlight:
+    """The identities held by the drain rounds of one worker process (its lanes), so that
+    rounds run at once without applying two messages about one identity out of order.
+
+    Claims are taken one at a time (:attr:`claim_lock`). A round holds the identities of
+    every row it claimed, from its claim until its commit, and puts aside (leaves in the
+    inbox, for a later round) each row about an identity another round holds or that a
+    row it put aside is about. A merge (an identify naming a userId and an anonymousId)
+    is about both, so it waits for the anonymous user's earlier rows and for the
+    identified user's. Rounds of other worker processes are not seen: several processes
+    drain together as before (SKIP LOCKED), without this guarantee between them."""
+
+    def __init__(self) -> None:
+        self.claim_lock = asyncio.Lock()
+        self.held: Counter[tuple[int, str]] = Counter()
+
+    def take(
+        self, rows: list[asyncpg.Record]
+    ) -> tuple[list[asyncpg.Record], list[tuple[int, str]]]:
+        """(the rows this round applies, the identities it now holds), in claim order. The
+        caller gives the identities back with :meth:`release` once its transaction ended."""
+        mine: list[asyncpg.Record] = []
+        taken: list[tuple[int, str]] = []
+        aside: set[tuple[int, str]] = set()
+        for row in rows:
+            idents = _identities(row["env_id"], row["body"])
+            if any(i in aside or self.held[i] for i in idents):
+                aside.update(idents)
+            else:
+                mine.append(row)
+            taken.extend(idents)
+        self.held.update(taken)
+        return mine, taken
+
+    def release(self, taken: list[tuple[int, str]]) -> None:
+        self.held.subtract(taken)
+        for ident in taken:
+            if self.held[ident] <= 0:
+                del self.held[ident]
 
 
 #: Advisory lock class of the dedup days: ``(DEDUP_DAY_LOCK, day)``, see :func:`first_new`.
@@ -172,13 +226,21 @@ async def drain_round(
     catalog: SegmentCatalog,
     batch: int,
     stats: DrainStats,
+    inflight: InFlight | None = None,
 ) -> int:
-    """Claim and apply one batch; returns how many inbox rows it consumed (0: inbox empty)."""
+    """Claim and apply one batch; returns how many inbox rows it consumed (0: inbox empty,
+    or, with ``inflight``, every row claimed was about an identity another round of this
+    process holds)."""
     for attempt in range(10):
         results: list[tuple[int, BatchResult]] = []
+        taken: list[tuple[int, str]] = []
         try:
             async with pool.acquire() as conn, conn.transaction():
-                rows = await _claim(conn, batch)
+                if inflight is None:
+                    rows = await _claim(conn, batch)
+                else:
+                    async with inflight.claim_lock:
+                        rows, taken = inflight.take(await _claim(conn, batch))
                 if not rows:
                     return 0
                 failure = await _try_apply(conn, rows, catalog, stats, results)
@@ -190,6 +252,9 @@ async def drain_round(
             break
         except _RETRYABLE:
             log.info("worker conflict, retrying the batch (attempt %d)", attempt + 1)
+        finally:
+            if inflight is not None:
+                inflight.release(taken)
     else:
         return 0
     for env_id, result in results:

@@ -10,7 +10,7 @@ Crons:
 - ``deliver_webhooks`` (every second): signed webhook deliveries, retried with backoff.
 - ``sweep_cache_outbox`` (every second): Redis steps of writers that died after committing.
 - ``verify_cache`` (every 5 s): the next slice of Redis sets compared with PostgreSQL, drift
-  repaired and counted.
+  repaired and counted (not while the inbox has a backlog).
 - ``maintain_partitions`` (hourly, and at start-up): creates the coming time partitions of
   processed_messages, membership_changes and webhook_deliveries and drops those past their
   retention (shared.partitions).
@@ -33,7 +33,7 @@ from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 
-from services.worker.drain import DrainStats, drain_round
+from services.worker.drain import DrainStats, InFlight, drain_round
 from services.worker.imports import RUN_SECONDS, run_imports
 from services.worker.metrics_server import MetricsServer
 from services.worker.outage import Dependency, ResilientWorker, needs_postgres, postgres_gone
@@ -62,6 +62,8 @@ DRAIN_TIMEOUT = 60
 #: batches pay again and again. A backlog (full rounds) never waits.
 GATHER_ROWS = 200
 GATHER_SECONDS = 0.025
+#: The cache verifier waits until no drain round has been full for this long (a backlog).
+BACKLOG_QUIET_SECONDS = 5.0
 
 
 async def _startup(ctx: dict[str, Any]) -> None:
@@ -111,27 +113,48 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
 
 async def drain(ctx: dict[str, Any]) -> int:
     """Apply inbox rows until the inbox is empty; returns how many were consumed. One drain
-    at a time per process (others, in other processes, share the inbox through SKIP LOCKED)."""
+    job at a time per process; it runs ``SEGMENTS_DRAIN_LANES`` rounds at once, so that
+    PostgreSQL writes one batch while the worker evaluates another, without two messages
+    about one identity applied out of order (:class:`services.worker.drain.InFlight`).
+    Other processes share the inbox through SKIP LOCKED."""
     lock: asyncio.Lock = ctx["drain_lock"]
     if lock.locked():
         return 0
     settings: Settings = ctx["settings"]
     stats = DrainStats()
-    counted_dead = 0
+    lanes = max(1, settings.drain_lanes)
+    inflight: InFlight = ctx.setdefault("inflight", InFlight())
     deadline = time.monotonic() + DRAIN_SECONDS
-    async with lock:
-        while rows := await drain_round(
-            ctx["pool"], ctx["cache"], ctx["catalog"], settings.worker_batch, stats
-        ):
-            metrics.INBOX_ROWS.inc(rows)
-            metrics.DRAIN_ROUNDS.inc()
-            if stats.dead > counted_dead:
-                metrics.DEAD_LETTERS.inc(stats.dead - counted_dead)
-                counted_dead = stats.dead
+    busy = set(range(lanes))
+    counted = [0]  # dead letters already counted in the metric
+
+    async def lane(index: int) -> None:
+        while True:
+            rows = await drain_round(
+                ctx["pool"], ctx["cache"], ctx["catalog"], settings.worker_batch, stats, inflight
+            )
+            if rows:
+                busy.add(index)
+                if rows >= settings.worker_batch:
+                    ctx["backlog_seen"] = time.monotonic()
+                metrics.INBOX_ROWS.inc(rows)
+                metrics.DRAIN_ROUNDS.inc()
+                if stats.dead > counted[0]:
+                    metrics.DEAD_LETTERS.inc(stats.dead - counted[0])
+                    counted[0] = stats.dead
+            else:
+                # Nothing to claim, or only rows another lane's round holds identities of:
+                # done once every lane is (that round may leave more behind it).
+                busy.discard(index)
+                if not busy:
+                    return
             if time.monotonic() > deadline:
-                break  # the next drain job or sweep goes on; a job must end well before its timeout
+                return  # the next drain job or sweep goes on: a job ends well before its timeout
             if rows < GATHER_ROWS:
                 await asyncio.sleep(GATHER_SECONDS)
+
+    async with lock:
+        await asyncio.gather(*(lane(i) for i in range(lanes)))
     if stats.messages:
         log.info(
             "drained %d rows in %d rounds (%d duplicates, %d dead letters)",
@@ -164,7 +187,11 @@ async def sweep_cache_outbox(ctx: dict[str, Any]) -> int:
 
 async def verify_cache(ctx: dict[str, Any]) -> int:
     """Cron: compare the next slice of Redis sets with PostgreSQL and repair drift (a safety
-    net behind the outbox: it finds what nothing else should have left)."""
+    net behind the outbox: it finds what nothing else should have left). Skipped while the
+    inbox has a backlog (a full drain round within BACKLOG_QUIET_SECONDS): its reads would
+    slow the drain, and applying acknowledged messages comes first."""
+    if time.monotonic() - ctx.get("backlog_seen", -BACKLOG_QUIET_SECONDS) < BACKLOG_QUIET_SECONDS:
+        return 0
     drift = await ctx["verifier"].verify_slice(repair=True)
     return int(drift.repaired)
 

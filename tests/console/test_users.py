@@ -3,6 +3,7 @@ the filter builder, a profile and why a user is in a segment."""
 
 from __future__ import annotations
 
+import functools
 import re
 
 from playwright.async_api import Page, expect
@@ -12,8 +13,10 @@ from tests.e2e.conftest import Api, eventually
 
 
 async def test_selected_users_are_added_to_a_manual_segment(signed_in: Page, api: Api) -> None:
-    for i in range(4):
-        await api.identify(f"p{i}", {"email": f"p{i}@example.com", "plan": "pro"})
+    for i in range(4):  # one at a time: the table's default order is the users' creation
+        user = f"p{i}"
+        await api.identify(user, {"email": f"{user}@example.com", "plan": "pro"})
+        await eventually(functools.partial(api.profile, user))
     made = await api.admin.post("/v1/segments", json={"name": "Trainers", "kind": "manual"})
     assert made.status_code == 201
     await eventually(lambda: api.profile("p3"))
