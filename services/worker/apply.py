@@ -136,10 +136,11 @@ async def apply_messages(
         tags=False,  # the batch's own result (apply_tags), below
         companies=segments.uses_companies,
         events=segments.events,
-        segments=True,
+        segments=False,  # below: a profile this batch created has none stored yet
     )
-    inputs = msgspec.structs.replace(loaded, tags=tags)
-    old = {pk: set(loaded.segments[pk]) for pk in pks}
+    stored = await stored_memberships(conn, env_id, [p.pk for p in profiles if not p.new])
+    inputs = msgspec.structs.replace(loaded, tags=tags, segments=stored)
+    old = {pk: set(stored.get(pk, ())) for pk in pks}
     manual_by_id = {v: k for k, v in segments.manual.items()}
     new: dict[int, set[int]] = {}
     for p in profiles:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,6 +84,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
     ctx["cache"] = MembershipCache(ctx["cache_redis"], settings.redis_prefix)
     ctx["catalog"] = SegmentCatalog()
     ctx["drain_lock"] = asyncio.Lock()
+    ctx.update(drain_state())
     # A worker killed in a drain (or cache rebuild) job leaves arq's in-progress mark on that
     # fixed job id for the longest job timeout (an hour): enqueues are deduplicated into the
     # dead job meanwhile (only the sweep drains). Both jobs are idempotent and may run in two
@@ -111,6 +113,23 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
     await ctx["cache_redis"].aclose()
 
 
+@dataclass
+class Backlog:
+    """When a drain round was last full (``time.monotonic()``)."""
+
+    seen: float = float("-inf")
+
+    def recent(self) -> bool:
+        return time.monotonic() - self.seen < BACKLOG_QUIET_SECONDS
+
+
+def drain_state() -> dict[str, Any]:
+    """What the jobs of one worker process share about its drain, made once at start-up:
+    arq hands each job a copy of ``ctx``, so a job keeps what others read in these objects,
+    never in ``ctx`` itself."""
+    return {"backlog": Backlog(), "inflight": InFlight()}
+
+
 async def drain(ctx: dict[str, Any]) -> int:
     """Apply inbox rows until the inbox is empty; returns how many were consumed. One drain
     job at a time per process; it runs ``SEGMENTS_DRAIN_LANES`` rounds at once, so that
@@ -123,7 +142,8 @@ async def drain(ctx: dict[str, Any]) -> int:
     settings: Settings = ctx["settings"]
     stats = DrainStats()
     lanes = max(1, settings.drain_lanes)
-    inflight: InFlight = ctx.setdefault("inflight", InFlight())
+    inflight: InFlight = ctx["inflight"]
+    backlog: Backlog = ctx["backlog"]
     deadline = time.monotonic() + DRAIN_SECONDS
     busy = set(range(lanes))
     counted = [0]  # dead letters already counted in the metric
@@ -136,7 +156,7 @@ async def drain(ctx: dict[str, Any]) -> int:
             if rows:
                 busy.add(index)
                 if rows >= settings.worker_batch:
-                    ctx["backlog_seen"] = time.monotonic()
+                    backlog.seen = time.monotonic()
                 metrics.INBOX_ROWS.inc(rows)
                 metrics.DRAIN_ROUNDS.inc()
                 if stats.dead > counted[0]:
@@ -190,7 +210,7 @@ async def verify_cache(ctx: dict[str, Any]) -> int:
     net behind the outbox: it finds what nothing else should have left). Skipped while the
     inbox has a backlog (a full drain round within BACKLOG_QUIET_SECONDS): its reads would
     slow the drain, and applying acknowledged messages comes first."""
-    if time.monotonic() - ctx.get("backlog_seen", -BACKLOG_QUIET_SECONDS) < BACKLOG_QUIET_SECONDS:
+    if ctx["backlog"].recent():
         return 0
     drift = await ctx["verifier"].verify_slice(repair=True)
     return int(drift.repaired)

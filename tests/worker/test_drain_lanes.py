@@ -29,6 +29,8 @@ async def _manual_segments(worker: Worker, env_id: int, *keys: str) -> None:
 
 
 def _context(worker: Worker, settings: Settings, **changes: Any) -> dict[str, Any]:
+    """A worker's ctx as its start-up makes it (arq hands each job a copy: call jobs with
+    ``{**ctx}``)."""
     return {
         "settings": msgspec.structs.replace(settings, **changes),
         "pool": worker.pool,
@@ -36,6 +38,7 @@ def _context(worker: Worker, settings: Settings, **changes: Any) -> dict[str, An
         "catalog": SegmentCatalog(),
         "drain_lock": asyncio.Lock(),
         "verifier": CacheVerifier(worker.pool, worker.cache),
+        **worker_main.drain_state(),
     }
 
 
@@ -101,7 +104,7 @@ async def test_lanes_keep_each_identitys_order(
             await worker.send(env.id, message)
 
     ctx = _context(worker, settings, worker_batch=7, drain_lanes=4)
-    assert await worker_main.drain(ctx) == 6 * len(users)
+    assert await worker_main.drain({**ctx}) == 6 * len(users)
     assert not ctx["inflight"].held
     for user in users:
         assert await worker.segments_of(env.id, user) == {"all-users"} | expected_segments[user]
@@ -136,7 +139,7 @@ async def test_lanes_merge_anonymous_profiles_after_the_users_earlier_messages(
             {"type": "identify", "userId": user, "anonymousId": device, "traits": {"e": 1}},
         )
     ctx = _context(worker, settings, worker_batch=1, drain_lanes=3)
-    assert await worker_main.drain(ctx) == 3 * len(pairs)
+    assert await worker_main.drain({**ctx}) == 3 * len(pairs)
     for user, _ in pairs:
         assert await worker.profile(env.id, user) == {"theme": "light", "src": "ads", "e": 1}
 
@@ -148,14 +151,14 @@ async def test_the_cache_verifier_waits_while_the_inbox_has_a_backlog(
     for BACKLOG_QUIET_SECONDS, then repairs what it finds."""
     await worker.send(env.id, *({"type": "identify", "userId": f"b{i}"} for i in range(3)))
     ctx = _context(worker, settings, worker_batch=2, drain_lanes=1)
-    assert await worker_main.drain(ctx) == 3
-    assert "backlog_seen" in ctx  # its first round was full
+    assert await worker_main.drain({**ctx}) == 3
+    assert ctx["backlog"].recent()  # its first round was full
     ghost = f"{worker.cache.prefix}:m:{{{env.id}:nobody-{env.id}}}"
     await worker.cache.redis.sadd(ghost, "_3", "1")  # type: ignore[misc]
-    assert await worker_main.verify_cache(ctx) == 0
+    assert await worker_main.verify_cache({**ctx}) == 0
     assert await worker.cache.redis.exists(ghost)
-    ctx["backlog_seen"] -= worker_main.BACKLOG_QUIET_SECONDS
+    ctx["backlog"].seen -= worker_main.BACKLOG_QUIET_SECONDS
     for _ in range(100):  # slices until the round reaches the ghost's set
-        if await worker_main.verify_cache(ctx):
+        if await worker_main.verify_cache({**ctx}):
             break
     assert not await worker.cache.redis.exists(ghost)
