@@ -22,6 +22,7 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import Retry, Worker
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 log = logging.getLogger("segments.worker")
 
@@ -217,9 +218,16 @@ class ResilientWorker(Worker):  # type: ignore[misc]
                     previous.exception()  # replaced below: its outcome was handled in run_job
             try:
                 await super().start_jobs([raw_id])
-            except REDIS_GONE:
+            except (*REDIS_GONE, WatchError) as exc:
+                # redis-py reports a connection lost under arq's WATCH (the job's start) as a
+                # WatchError caused by it: Redis is gone all the same (a worker died of it
+                # when Redis was killed as a cron job started)
+                if isinstance(exc, WatchError) and not isinstance(exc.__context__, REDIS_GONE):
+                    raise
                 if self.tasks.get(job_id) is previous:
                     self._release_sem_dec_counter_on_complete()
+                if isinstance(exc, WatchError):
+                    raise RedisConnectionError(str(exc)) from exc
                 raise
 
     async def run_job(self, job_id: str, score: int) -> None:
